@@ -1,0 +1,228 @@
+//! Configuration: built-in defaults, then the TOML file, then `LIGHTBOX_*` environment variables,
+//! then command-line flags (each later layer wins). Bad values stop start-up with a message that
+//! names the setting and where it came from.
+//!
+//! Every setting has one flat name used in all three places: `listen` in the file,
+//! `LIGHTBOX_LISTEN` in the environment, `--listen` on the command line.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde::{Deserialize, Serialize};
+
+use crate::http::urls::validate_public_url;
+
+/// The merged, validated configuration. Travels in `AppState`; never a global.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data: PathBuf,
+    pub public_url: Option<String>,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Origins allowed to call DICOMweb routes from a browser; `*` = any.
+    pub cors_origins: Vec<String>,
+    /// Largest accepted STOW request body, in bytes.
+    pub max_upload_bytes: u64,
+    /// STOW refuses instances (0xA700) when free disk would fall below this many bytes.
+    pub disk_reserve_bytes: u64,
+    /// Allow listening on a non-loopback address with no authentication.
+    pub insecure_no_auth: bool,
+    pub log: String,
+}
+
+/// Settings as they may appear in the file, the environment and on the command line.
+/// Every field is optional: absent means "take the next layer down".
+#[derive(Debug, Clone, Default, Args, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Address to listen on [default: 127.0.0.1:8080]
+    #[arg(long, env = "LIGHTBOX_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Data directory (index and instance files) [default: ./lightbox-data]
+    #[arg(long, env = "LIGHTBOX_DATA", value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Public base URL used for absolute URLs (RetrieveURL), e.g. https://pacs.example.org
+    #[arg(long, env = "LIGHTBOX_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+    /// Proxy addresses or networks whose Forwarded / X-Forwarded-* headers are trusted (comma list)
+    #[arg(long, env = "LIGHTBOX_TRUSTED_PROXIES", value_name = "CIDR,...", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<String>>,
+    /// Origins allowed to call DICOMweb from a browser (comma list; * = any) [default: *]
+    #[arg(long, env = "LIGHTBOX_CORS_ORIGINS", value_name = "ORIGIN,...", value_delimiter = ',')]
+    pub cors_origins: Option<Vec<String>>,
+    /// Largest STOW request body, e.g. 4GiB, 500MB, 1048576 [default: 4GiB]
+    #[arg(long, env = "LIGHTBOX_MAX_UPLOAD", value_name = "SIZE")]
+    pub max_upload: Option<String>,
+    /// Free disk to keep; STOW refuses instances below it [default: 1GiB]
+    #[arg(long, env = "LIGHTBOX_DISK_RESERVE", value_name = "SIZE")]
+    pub disk_reserve: Option<String>,
+    /// Serve without authentication on a non-loopback address (never for patient data on a network)
+    #[arg(long, env = "LIGHTBOX_INSECURE_NO_AUTH", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub insecure_no_auth: Option<bool>,
+    /// Log filter (tracing EnvFilter syntax) [default: info]
+    #[arg(long, env = "LIGHTBOX_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
+}
+
+impl Settings {
+    /// `self` wins over `lower` field by field.
+    fn over(self, lower: Settings) -> Settings {
+        Settings {
+            listen: self.listen.or(lower.listen),
+            data: self.data.or(lower.data),
+            public_url: self.public_url.or(lower.public_url),
+            trusted_proxies: self.trusted_proxies.or(lower.trusted_proxies),
+            cors_origins: self.cors_origins.or(lower.cors_origins),
+            max_upload: self.max_upload.or(lower.max_upload),
+            disk_reserve: self.disk_reserve.or(lower.disk_reserve),
+            insecure_no_auth: self.insecure_no_auth.or(lower.insecure_no_auth),
+            log: self.log.or(lower.log),
+        }
+    }
+}
+
+/// Read the TOML file, if any, and merge it under the flags and environment (which clap has
+/// already merged: a flag wins over its env variable).
+pub fn load(cli: Settings, file: Option<&Path>) -> Result<Config, String> {
+    let from_file = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+            toml::from_str::<Settings>(&text)
+                .map_err(|e| format!("config file {}: {e}", path.display()))?
+        }
+        None => Settings::default(),
+    };
+    finish(cli.over(from_file))
+}
+
+/// Apply defaults and validate.
+pub fn finish(s: Settings) -> Result<Config, String> {
+    let listen_raw = s.listen.unwrap_or_else(|| "127.0.0.1:8080".into());
+    let listen: SocketAddr = listen_raw
+        .parse()
+        .map_err(|_| format!("listen: {listen_raw:?} is not an address like 127.0.0.1:8080"))?;
+    let public_url = match s.public_url.filter(|u| !u.is_empty()) {
+        Some(u) => Some(validate_public_url(&u).map_err(|e| format!("public_url: {e}"))?),
+        None => None,
+    };
+    let trusted_proxies = s
+        .trusted_proxies
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.parse::<ipnet::IpNet>()
+                .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| format!("trusted_proxies: {p:?} is not an IP address or network"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let cors_origins: Vec<String> = s
+        .cors_origins
+        .unwrap_or_else(|| vec!["*".into()])
+        .into_iter()
+        .map(|o| o.trim().trim_end_matches('/').to_owned())
+        .filter(|o| !o.is_empty())
+        .collect();
+    for o in &cors_origins {
+        if o != "*" && !(o.starts_with("http://") || o.starts_with("https://")) {
+            return Err(format!(
+                "cors_origins: {o:?} must be * or an origin like https://viewer.example.org"
+            ));
+        }
+    }
+    let max_upload_bytes = parse_size(s.max_upload.as_deref().unwrap_or("4GiB"))
+        .map_err(|e| format!("max_upload: {e}"))?;
+    if max_upload_bytes == 0 {
+        return Err("max_upload: must be greater than zero".into());
+    }
+    let disk_reserve_bytes = parse_size(s.disk_reserve.as_deref().unwrap_or("1GiB"))
+        .map_err(|e| format!("disk_reserve: {e}"))?;
+    Ok(Config {
+        listen,
+        data: s.data.unwrap_or_else(|| PathBuf::from("./lightbox-data")),
+        public_url,
+        trusted_proxies,
+        cors_origins,
+        max_upload_bytes,
+        disk_reserve_bytes,
+        insecure_no_auth: s.insecure_no_auth.unwrap_or(false),
+        log: s.log.unwrap_or_else(|| "info".into()),
+    })
+}
+
+/// Parse a byte size: a plain number of bytes, or a number with KB/MB/GB/TB (powers of 1000)
+/// or KiB/MiB/GiB/TiB (powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 500MB or 4GiB"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "m" | "mb" => 1_000_000,
+        "g" | "gb" => 1_000_000_000,
+        "t" | "tb" => 1_000_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        other => return Err(format!("{s:?}: unknown unit {other:?}")),
+    };
+    Ok((n * mult as f64) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_safe() {
+        let c = finish(Settings::default()).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.data, PathBuf::from("./lightbox-data"));
+        assert!(!c.insecure_no_auth);
+        assert_eq!(c.cors_origins, vec!["*"]);
+        assert_eq!(c.max_upload_bytes, 4 << 30);
+    }
+
+    #[test]
+    fn flags_win_over_file() {
+        let cli = Settings {
+            listen: Some("127.0.0.1:9000".into()),
+            ..Default::default()
+        };
+        let file: Settings =
+            toml::from_str("listen = \"0.0.0.0:1\"\ndata = \"/srv/x\"\nmax_upload = \"10MB\"")
+                .unwrap();
+        let c = finish(cli.over(file)).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9000");
+        assert_eq!(c.data, PathBuf::from("/srv/x"));
+        assert_eq!(c.max_upload_bytes, 10_000_000);
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let bad = |s: Settings| finish(s).unwrap_err();
+        assert!(bad(Settings { listen: Some("nowhere".into()), ..Default::default() }).starts_with("listen:"));
+        assert!(bad(Settings { max_upload: Some("12 parsecs".into()), ..Default::default() }).starts_with("max_upload:"));
+        assert!(bad(Settings { trusted_proxies: Some(vec!["x".into()]), ..Default::default() }).starts_with("trusted_proxies:"));
+        assert!(bad(Settings { public_url: Some("ftp://x".into()), ..Default::default() }).starts_with("public_url:"));
+        assert!(toml::from_str::<Settings>("lisen = \"x\"").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1048576").unwrap(), 1_048_576);
+        assert_eq!(parse_size("4GiB").unwrap(), 4 << 30);
+        assert_eq!(parse_size("1.5 MB").unwrap(), 1_500_000);
+        assert!(parse_size("MB").is_err());
+    }
+}

@@ -1,0 +1,7 @@
+//! DICOM parsing for ingest: validation, index attributes, metadata templates, frame index.
+//! Nothing here knows about HTTP.
+
+pub mod attrs;
+pub mod charset;
+pub mod parse;
+pub mod walk;

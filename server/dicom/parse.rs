@@ -1,0 +1,499 @@
+//! Ingest parsing: validate one Part 10 file and extract everything later requests need
+//! (index attributes per level, the metadata template, the frame index), reading only up to
+//! Pixel Data. Never decodes pixels; never loads a large file into memory.
+//!
+//! Cost: one header parse (`read_until(PIXEL_DATA)`) plus one streaming walk over the element
+//! structure (values skipped by seeking). Blocking: call from a blocking thread.
+
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::Path;
+
+use dicom_core::header::Header;
+use dicom_core::value::{PrimitiveValue, Value};
+use dicom_core::{DataElement, Tag, VR};
+use dicom_dictionary_std::tags;
+use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+use dicom_object::{FileMetaTable, InMemDicomObject, OpenFileOptions};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value as Json};
+
+use super::attrs;
+use super::charset;
+use super::walk::{self, Frame, FrameGeometry, PixelData, WalkOptions};
+use crate::ids::{SeriesUid, SopClassUid, SopInstanceUid, StudyUid, Uid};
+
+/// PS3.4 Annex I / PS3.18 Table I.2-2 failure reasons used at ingest.
+pub mod reason {
+    /// Processing failure (also: study UID does not match the target URL).
+    pub const PROCESSING_FAILURE: u16 = 0x0110;
+    /// Referenced SOP Class not supported (DICOMDIR).
+    pub const SOP_CLASS_NOT_SUPPORTED: u16 = 0x0122;
+    /// Refused: out of resources.
+    pub const OUT_OF_RESOURCES: u16 = 0xA700;
+    /// Data Set does not match SOP Class (or instance registered under another class).
+    pub const DATASET_DOES_NOT_MATCH: u16 = 0xA900;
+    /// Cannot understand.
+    pub const CANNOT_UNDERSTAND: u16 = 0xC000;
+    /// Referenced Transfer Syntax not supported.
+    pub const TRANSFER_SYNTAX_NOT_SUPPORTED: u16 = 0xC122;
+}
+
+/// Media Storage Directory Storage (DICOMDIR): refused with 0x0122.
+pub const DICOMDIR_SOP_CLASS: &str = "1.2.840.10008.1.3.10";
+
+/// Why an instance was not stored, with whatever UIDs could be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub code: u16,
+    pub reason: String,
+    pub sop_class: Option<String>,
+    pub sop_instance: Option<String>,
+}
+
+impl Failure {
+    pub fn new(code: u16, reason: impl Into<String>) -> Self {
+        Failure {
+            code,
+            reason: reason.into(),
+            sop_class: None,
+            sop_instance: None,
+        }
+    }
+
+    pub fn with_uids(mut self, class: Option<String>, instance: Option<String>) -> Self {
+        self.sop_class = class.filter(|s| Uid::parse(s).is_ok());
+        self.sop_instance = instance.filter(|s| Uid::parse(s).is_ok());
+        self
+    }
+
+    /// Both UIDs known: the failure goes in FailedSOPSequence, else in OtherFailuresSequence.
+    pub fn has_uids(&self) -> bool {
+        self.sop_class.is_some() && self.sop_instance.is_some()
+    }
+}
+
+/// How the frames of an instance can be served.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum FrameAccess {
+    /// No Pixel Data.
+    None,
+    /// Byte ranges in the stored file, per frame.
+    Indexed(Vec<Frame>),
+    /// Deflated or big-endian data set: frames are decoded from the file at request time.
+    DecodeOnRequest,
+    /// Pixel Data present but frame boundaries could not be determined (reason).
+    Unknown(String),
+}
+
+/// Everything ingest learns from one file.
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    pub study: StudyUid,
+    pub series: SeriesUid,
+    pub sop: SopInstanceUid,
+    pub sop_class: SopClassUid,
+    pub transfer_syntax: String,
+    pub patient_id: String,
+    pub patient_name: String,
+    pub modality: Option<String>,
+    /// DICOM JSON (PS3.18 F) of the study-level attributes.
+    pub study_attrs: Json,
+    /// DICOM JSON of the series-level attributes.
+    pub series_attrs: Json,
+    /// DICOM JSON of the instance-level attributes.
+    pub instance_attrs: Json,
+    /// The whole data set as DICOM JSON, bulk data replaced by relative `BulkDataURI`s
+    /// (`bulkdata/<tag>[/<item>/<tag>...]`) that WADO-RS splices into absolute ones.
+    pub metadata: Json,
+    pub frames: FrameAccess,
+}
+
+const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
+const IMPLICIT_LE: &str = "1.2.840.10008.1.2";
+const BIG_ENDIAN: &str = "1.2.840.10008.1.2.2";
+const DEFLATED: &[&str] = &["1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.8.1"];
+
+/// Binary values longer than this go to bulk data instead of InlineBinary.
+const BULK_THRESHOLD: usize = 1024;
+
+fn jpeg_family(ts: &str) -> bool {
+    ts.starts_with("1.2.840.10008.1.2.4.5")
+        || ts.starts_with("1.2.840.10008.1.2.4.6")
+        || ts.starts_with("1.2.840.10008.1.2.4.7")
+}
+
+/// Where the preamble of a candidate file stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// 128-byte preamble then `DICM`.
+    Part10,
+    /// `DICM` at offset 0 (preamble missing).
+    NoPreamble,
+    /// Neither: not a Part 10 file.
+    NotPart10,
+}
+
+/// Look at the first bytes of a file.
+pub fn sniff(head: &[u8]) -> Layout {
+    if head.len() >= 132 && &head[128..132] == b"DICM" {
+        Layout::Part10
+    } else if head.len() >= 4 && &head[..4] == b"DICM" {
+        Layout::NoPreamble
+    } else {
+        Layout::NotPart10
+    }
+}
+
+fn text(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
+    obj.element_opt(tag)
+        .ok()
+        .flatten()
+        .and_then(|e| e.to_str().ok().map(|s| s.trim_end_matches(['\0', ' ']).to_owned()))
+        .filter(|s| !s.is_empty())
+}
+
+fn int(obj: &InMemDicomObject, tag: Tag) -> Option<i64> {
+    obj.element_opt(tag)
+        .ok()
+        .flatten()
+        .and_then(|e| e.to_int::<i64>().ok())
+}
+
+/// Parse and validate a Part 10 file whose preamble has already been normalised (`Layout::Part10`).
+pub fn parse_file(path: &Path) -> Result<Parsed, Failure> {
+    let file = File::open(path)
+        .map_err(|e| Failure::new(reason::PROCESSING_FAILURE, format!("cannot open: {e}")))?;
+    let file_len = file
+        .metadata()
+        .map_err(|e| Failure::new(reason::PROCESSING_FAILURE, format!("cannot stat: {e}")))?
+        .len();
+    let mut reader = BufReader::with_capacity(64 * 1024, file);
+    let mut head = [0u8; 132];
+    reader.read_exact(&mut head).map_err(|_| {
+        Failure::new(reason::CANNOT_UNDERSTAND, "not a DICOM Part 10 file: too short")
+    })?;
+    if sniff(&head) != Layout::Part10 {
+        return Err(Failure::new(
+            reason::CANNOT_UNDERSTAND,
+            "not a DICOM Part 10 file: no DICM prefix",
+        ));
+    }
+    reader.seek(SeekFrom::Start(128)).map_err(io_failure)?;
+    let meta = FileMetaTable::from_reader(&mut reader).map_err(|e| {
+        Failure::new(
+            reason::CANNOT_UNDERSTAND,
+            format!("cannot read the file meta information: {e}"),
+        )
+    })?;
+    let meta_class = Some(trim(&meta.media_storage_sop_class_uid));
+    let meta_instance = Some(trim(&meta.media_storage_sop_instance_uid));
+    let fail = |code: u16, msg: String| {
+        Failure::new(code, msg).with_uids(meta_class.clone(), meta_instance.clone())
+    };
+    let ts = meta.transfer_syntax().to_owned();
+    if meta_class.as_deref() == Some(DICOMDIR_SOP_CLASS) {
+        return Err(fail(
+            reason::SOP_CLASS_NOT_SUPPORTED,
+            "DICOMDIR (Media Storage Directory) files are not stored; send the instances it lists"
+                .into(),
+        ));
+    }
+    if TransferSyntaxRegistry.get(&ts).is_none() {
+        return Err(fail(
+            reason::TRANSFER_SYNTAX_NOT_SUPPORTED,
+            format!("transfer syntax {ts} is not supported"),
+        ));
+    }
+    let dataset_start = 132 + 12 + u64::from(meta.information_group_length);
+
+    let obj = OpenFileOptions::new()
+        .read_until(tags::PIXEL_DATA)
+        .open_file(path)
+        .map_err(|e| {
+            let msg = e.to_string();
+            if msg.contains("Unsupported transfer syntax") || msg.contains("unsupported transfer") {
+                fail(reason::TRANSFER_SYNTAX_NOT_SUPPORTED, msg)
+            } else {
+                fail(
+                    reason::CANNOT_UNDERSTAND,
+                    format!("cannot parse the data set: {msg}"),
+                )
+            }
+        })?;
+    let mut obj: InMemDicomObject = obj.into_inner();
+
+    // Identity: all four UIDs must be present and valid.
+    let class_raw = text(&obj, tags::SOP_CLASS_UID);
+    let instance_raw = text(&obj, tags::SOP_INSTANCE_UID);
+    let uid_fail = |msg: String| {
+        Failure::new(reason::CANNOT_UNDERSTAND, msg).with_uids(
+            class_raw.clone().or(meta_class.clone()),
+            instance_raw.clone().or(meta_instance.clone()),
+        )
+    };
+    let get_uid = |tag: Tag, name: &str| -> Result<Uid, Failure> {
+        let raw = text(&obj, tag).ok_or_else(|| uid_fail(format!("{name} is missing")))?;
+        Uid::parse(&raw).map_err(|e| uid_fail(format!("{name} {raw:?} is invalid: {e}")))
+    };
+    let sop_class = SopClassUid(get_uid(tags::SOP_CLASS_UID, "SOPClassUID")?);
+    let sop = SopInstanceUid(get_uid(tags::SOP_INSTANCE_UID, "SOPInstanceUID")?);
+    let study = StudyUid(get_uid(tags::STUDY_INSTANCE_UID, "StudyInstanceUID")?);
+    let series = SeriesUid(get_uid(tags::SERIES_INSTANCE_UID, "SeriesInstanceUID")?);
+    let ids_fail = |code: u16, msg: String| {
+        Failure::new(code, msg).with_uids(
+            Some(sop_class.to_string()),
+            Some(sop.to_string()),
+        )
+    };
+    if sop_class.as_str() == DICOMDIR_SOP_CLASS {
+        return Err(ids_fail(
+            reason::SOP_CLASS_NOT_SUPPORTED,
+            "DICOMDIR (Media Storage Directory) files are not stored".into(),
+        ));
+    }
+    if let Some(mi) = meta_instance.as_deref()
+        && !mi.is_empty()
+        && mi != sop.as_str()
+    {
+        return Err(ids_fail(
+            reason::DATASET_DOES_NOT_MATCH,
+            format!(
+                "MediaStorageSOPInstanceUID {mi} differs from SOPInstanceUID {sop} in the data set"
+            ),
+        ));
+    }
+
+    // Structure walk: completeness, pixel data layout, raw text for ISO 2022.
+    let charsets: Vec<String> = obj
+        .element_opt(tags::SPECIFIC_CHARACTER_SET)
+        .ok()
+        .flatten()
+        .and_then(|e| e.value().to_multi_str().ok().map(|v| v.to_vec()))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| s.trim().to_owned())
+        .collect();
+    let own_decoding = charset::needs_own_decoding(&charsets);
+    let walkable = ts == EXPLICIT_LE || ts == IMPLICIT_LE || !(ts == BIG_ENDIAN || DEFLATED.contains(&ts.as_str()));
+    let walked = if walkable {
+        let explicit = ts != IMPLICIT_LE;
+        Some(
+            walk::walk(
+                &mut reader,
+                dataset_start,
+                explicit,
+                file_len,
+                &WalkOptions {
+                    max_depth: 16,
+                    collect_text: own_decoding,
+                },
+            )
+            .map_err(|e| ids_fail(reason::CANNOT_UNDERSTAND, format!("malformed data set: {e}")))?,
+        )
+    } else {
+        // Big endian / deflate cannot be walked by offset: prove the file is complete by
+        // reading it whole (these syntaxes are rare and retired; files are small in practice).
+        dicom_object::open_file(path).map_err(|e| {
+            ids_fail(
+                reason::CANNOT_UNDERSTAND,
+                format!("cannot parse the data set: {e}"),
+            )
+        })?;
+        None
+    };
+
+    if own_decoding && let Some(w) = &walked {
+        for (tag, vr, bytes) in &w.text {
+            let tag = Tag((tag >> 16) as u16, (tag & 0xFFFF) as u16);
+            let Some(existing) = obj.element_opt(tag).ok().flatten() else {
+                continue;
+            };
+            let vr_now = existing.vr();
+            let is_pn = vr_now == VR::PN || vr == b"PN";
+            let decoded = charset::decode_text(bytes, &charsets, is_pn);
+            let values: Vec<String> = decoded
+                .split('\\')
+                .map(|s| s.trim_end_matches(['\0', ' ']).to_owned())
+                .collect();
+            obj.put(DataElement::new(
+                tag,
+                vr_now,
+                PrimitiveValue::Strs(values.into()),
+            ));
+        }
+    }
+    if own_decoding || !charsets.is_empty() {
+        // Values in the index and metadata are UTF-8 from here on.
+        obj.put(DataElement::new(
+            tags::SPECIFIC_CHARACTER_SET,
+            VR::CS,
+            PrimitiveValue::from("ISO_IR 192"),
+        ));
+    }
+
+    // Frames.
+    let frames = match walked.as_ref().and_then(|w| w.pixel_data.as_ref()) {
+        _ if !walkable => {
+            if obj.element_opt(tags::ROWS).ok().flatten().is_some() {
+                FrameAccess::DecodeOnRequest
+            } else {
+                FrameAccess::None
+            }
+        }
+        None => FrameAccess::None,
+        Some(pixel) => {
+            let geom = FrameGeometry {
+                number_of_frames: int(&obj, tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1) as u32,
+                rows: int(&obj, tags::ROWS).unwrap_or(0) as u16,
+                columns: int(&obj, tags::COLUMNS).unwrap_or(0) as u16,
+                samples_per_pixel: int(&obj, tags::SAMPLES_PER_PIXEL).unwrap_or(1) as u16,
+                bits_allocated: int(&obj, tags::BITS_ALLOCATED).unwrap_or(0) as u16,
+                photometric: text(&obj, tags::PHOTOMETRIC_INTERPRETATION).unwrap_or_default(),
+            };
+            match walk::frame_index(pixel, &geom, jpeg_family(&ts), &mut reader) {
+                Ok(f) => FrameAccess::Indexed(f),
+                Err(why) => {
+                    if matches!(pixel, PixelData::Native { .. }) {
+                        // Native pixel data that cannot hold the declared frames is corrupt.
+                        return Err(ids_fail(
+                            reason::CANNOT_UNDERSTAND,
+                            format!("pixel data does not match the image attributes: {why}"),
+                        ));
+                    }
+                    tracing::warn!(sop = %sop, %why, "frame boundaries unknown");
+                    FrameAccess::Unknown(why)
+                }
+            }
+        }
+    };
+
+    let pixel_vr = walked
+        .as_ref()
+        .and_then(|w| w.pixel_data.as_ref())
+        .map(|p| match p {
+            PixelData::Native { vr, .. } => String::from_utf8_lossy(vr).into_owned(),
+            PixelData::Encapsulated { .. } => "OB".to_owned(),
+        })
+        .unwrap_or_else(|| {
+            if int(&obj, tags::BITS_ALLOCATED).unwrap_or(8) > 8 {
+                "OW".into()
+            } else {
+                "OB".into()
+            }
+        });
+
+    let subset = |list: &[Tag]| -> Json {
+        let mut o = InMemDicomObject::new_empty();
+        for &tag in list {
+            if let Ok(Some(e)) = obj.element_opt(tag) {
+                o.put(e.clone());
+            }
+        }
+        dicom_json::to_value(&o).unwrap_or(Json::Object(Map::new()))
+    };
+    let study_attrs = subset(attrs::STUDY);
+    let series_attrs = subset(attrs::SERIES);
+    let instance_attrs = subset(attrs::INSTANCE);
+
+    let mut metadata = metadata_template(&obj)
+        .map_err(|e| ids_fail(reason::PROCESSING_FAILURE, format!("metadata: {e}")))?;
+    if !matches!(frames, FrameAccess::None) {
+        metadata.as_object_mut().expect("object").insert(
+            "7FE00010".into(),
+            serde_json::json!({"vr": pixel_vr, "BulkDataURI": "bulkdata/7FE00010"}),
+        );
+    }
+
+    Ok(Parsed {
+        patient_id: text(&obj, tags::PATIENT_ID).unwrap_or_default(),
+        patient_name: text(&obj, tags::PATIENT_NAME).unwrap_or_default(),
+        modality: text(&obj, tags::MODALITY),
+        study,
+        series,
+        sop,
+        sop_class,
+        transfer_syntax: ts,
+        study_attrs,
+        series_attrs,
+        instance_attrs,
+        metadata,
+        frames,
+    })
+}
+
+fn trim(s: &str) -> String {
+    s.trim_end_matches(['\0', ' ']).to_owned()
+}
+
+fn io_failure(e: std::io::Error) -> Failure {
+    Failure::new(reason::PROCESSING_FAILURE, format!("read error: {e}"))
+}
+
+/// The instance's DICOM JSON without pixel data, large binaries replaced by relative
+/// BulkDataURIs. dicom-json 0.10.1 never writes BulkDataURI (dicom-rs #470), so this walks the
+/// object itself and leaves everything else to dicom-json.
+pub fn metadata_template(obj: &InMemDicomObject) -> Result<Json, serde_json::Error> {
+    let mut out = Map::new();
+    template_into(obj, "bulkdata", &mut out)?;
+    Ok(Json::Object(out))
+}
+
+fn template_into(
+    obj: &InMemDicomObject,
+    prefix: &str,
+    out: &mut Map<String, Json>,
+) -> Result<(), serde_json::Error> {
+    for elem in obj.iter() {
+        let tag = elem.tag();
+        if tag == tags::PIXEL_DATA || tag.group() == 0x0002 {
+            continue;
+        }
+        let key = format!("{:04X}{:04X}", tag.group(), tag.element());
+        let path = format!("{prefix}/{key}");
+        let vr = elem.vr();
+        match elem.value() {
+            Value::Sequence(seq) => {
+                let mut items = Vec::with_capacity(seq.items().len());
+                for (i, item) in seq.items().iter().enumerate() {
+                    let mut m = Map::new();
+                    template_into(item, &format!("{path}/{i}"), &mut m)?;
+                    items.push(Json::Object(m));
+                }
+                let mut e = Map::new();
+                e.insert("vr".into(), Json::String(vr.to_string().into()));
+                if !items.is_empty() {
+                    e.insert("Value".into(), Json::Array(items));
+                }
+                out.insert(key, Json::Object(e));
+            }
+            Value::Primitive(p)
+                if is_binary(vr) && p.calculate_byte_len() > BULK_THRESHOLD =>
+            {
+                out.insert(
+                    key,
+                    serde_json::json!({"vr": vr.to_string(), "BulkDataURI": path}),
+                );
+            }
+            Value::PixelSequence(_) => {
+                out.insert(
+                    key,
+                    serde_json::json!({"vr": vr.to_string(), "BulkDataURI": path}),
+                );
+            }
+            _ => {
+                let v = serde_json::to_value(dicom_json::DicomJson::from(elem))?;
+                out.insert(key, v);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn is_binary(vr: VR) -> bool {
+    matches!(
+        vr,
+        VR::OB | VR::OD | VR::OF | VR::OL | VR::OV | VR::OW | VR::UN
+    )
+}

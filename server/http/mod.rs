@@ -1,0 +1,6 @@
+//! HTTP plumbing shared by every transaction: media-type negotiation, query-string decoding,
+//! absolute URL building behind proxies.
+
+pub mod media;
+pub mod query;
+pub mod urls;

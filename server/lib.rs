@@ -1,0 +1,142 @@
+//! Lightbox: a self-hosted DICOMweb origin server with a patient portal.
+//!
+//! [`configure`] is the whole route table; [`run`] binds and serves; `main.rs` only reads the
+//! configuration and calls these.
+
+pub mod access;
+pub mod config;
+pub mod dicom;
+pub mod dicomweb;
+pub mod error;
+pub mod health;
+pub mod http;
+pub mod ids;
+pub mod import;
+pub mod state;
+pub mod store;
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_cors::Cors;
+use actix_web::http::header;
+use actix_web::middleware::{DefaultHeaders, Logger};
+use actix_web::{App, HttpServer, web};
+
+use config::Config;
+use error::Error;
+use state::AppState;
+use store::Store;
+
+/// Headers browsers may send to DICOMweb routes (OHIF sends all of these).
+const CORS_ALLOWED_HEADERS: [header::HeaderName; 5] = [
+    header::AUTHORIZATION,
+    header::ACCEPT,
+    header::CONTENT_TYPE,
+    header::IF_NONE_MATCH,
+    header::RANGE,
+];
+
+/// Headers a browser client may read from DICOMweb responses.
+const CORS_EXPOSED_HEADERS: [header::HeaderName; 5] = [
+    header::CONTENT_TYPE,
+    header::CONTENT_LENGTH,
+    header::CONTENT_LOCATION,
+    header::WARNING,
+    header::ETAG,
+];
+
+fn cors(config: &Config) -> Cors {
+    // Credentials are never allowed cross-origin: cookies are not honoured there.
+    let mut c = Cors::default()
+        .allowed_methods(["GET", "POST", "PUT", "DELETE", "OPTIONS"])
+        .allowed_headers(CORS_ALLOWED_HEADERS)
+        .expose_headers(CORS_EXPOSED_HEADERS)
+        .max_age(3600);
+    if config.cors_origins.iter().any(|o| o == "*") {
+        c = c.allow_any_origin().send_wildcard();
+    } else {
+        for o in &config.cors_origins {
+            c = c.allowed_origin(o);
+        }
+    }
+    c
+}
+
+/// The whole route table, used by the server and by tests alike.
+pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
+    let config = state.config.clone();
+    cfg.app_data(state)
+        .app_data(web::PathConfig::default().error_handler(|e, _| {
+            Error::BadRequest(format!("invalid path: {e}")).into()
+        }))
+        .app_data(web::QueryConfig::default().error_handler(|e, _| {
+            Error::BadRequest(format!("invalid query: {e}")).into()
+        }))
+        .route("/healthz", web::get().to(health::healthz))
+        .service(
+            web::scope("/dicom-web")
+                .wrap(DefaultHeaders::new().add((header::CACHE_CONTROL, "private, no-store")))
+                .wrap(cors(&config))
+                .configure(dicomweb::routes),
+        );
+}
+
+/// Open the store, bind, serve until SIGINT/SIGTERM, then flush. `on_bound` receives the
+/// address actually bound (useful with port 0).
+pub async fn run(config: Config, on_bound: impl FnOnce(std::net::SocketAddr)) -> std::io::Result<()> {
+    if !config.listen.ip().is_loopback() && !config.insecure_no_auth {
+        return Err(std::io::Error::other(format!(
+            "refusing to listen on {}: Lightbox has no accounts yet, so anyone who can reach \
+             that address could read and write patient data. Listen on 127.0.0.1 (behind an \
+             authenticating proxy) or pass --insecure-no-auth if you really mean it.",
+            config.listen
+        )));
+    }
+    let data = config.data.clone();
+    let (store, report) = web::block(move || Store::open(&data))
+        .await
+        .map_err(std::io::Error::other)?
+        .map_err(std::io::Error::other)?;
+    if report != Default::default() {
+        tracing::info!(?report, "recovered the store after an unclean stop");
+    }
+    let store = Arc::new(store);
+    let listener = TcpListener::bind(config.listen)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen)))?;
+    let bound = listener.local_addr()?;
+    let urls = http::urls::UrlConfig {
+        public_url: config.public_url.clone(),
+        trusted_proxies: config.trusted_proxies.clone(),
+        fallback: format!("http://{bound}"),
+    };
+    let state = web::Data::new(AppState {
+        config: config.clone(),
+        store: store.clone(),
+        urls,
+    });
+    tracing::info!(
+        listen = %bound,
+        data = %config.data.display(),
+        "Lightbox {} serving DICOMweb at http://{bound}/dicom-web",
+        env!("CARGO_PKG_VERSION")
+    );
+    on_bound(bound);
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap(Logger::new("%a \"%r\" %s %b %Dms").log_target("lightbox::http"))
+            .configure(|cfg| configure(cfg, state.clone()))
+    })
+    .listen(listener)?
+    .shutdown_timeout(30)
+    .run();
+    // actix handles SIGINT/SIGTERM: stop accepting, finish in-flight requests, then return.
+    server.await?;
+    tracing::info!("shutting down: flushing the index");
+    let s = store.clone();
+    web::block(move || s.repo.flush())
+        .await
+        .map_err(std::io::Error::other)?
+        .map_err(std::io::Error::other)?;
+    Ok(())
+}

@@ -1,0 +1,109 @@
+//! The `lightbox` command: read the configuration, then serve, import or reindex.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use lightbox::config::{self, Settings};
+
+/// Lightbox: a self-hosted DICOMweb server (STOW-RS, QIDO-RS, WADO-RS) with a patient portal.
+///
+/// Every setting can come from a flag, a LIGHTBOX_* environment variable or the TOML file given
+/// with --config (in that order of precedence). Example: lightbox serve --data /srv/lightbox
+#[derive(Parser)]
+#[command(version, propagate_version = true)]
+struct Cli {
+    /// TOML configuration file (keys as the long flags: listen, data, public_url, ...)
+    #[arg(long, short, global = true, env = "LIGHTBOX_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (DICOMweb under /dicom-web, health at /healthz)
+    Serve {
+        #[command(flatten)]
+        settings: Settings,
+        /// Print the merged configuration and exit
+        #[arg(long)]
+        print_config: bool,
+    },
+    /// Store DICOM files, folders, ZIP archives and CD/USB trees into the data directory
+    Import {
+        #[command(flatten)]
+        settings: Settings,
+        /// Files, folders or .zip archives
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
+    /// Rebuild the whole index from the stored files (after a crash or an upgrade)
+    Reindex {
+        #[command(flatten)]
+        settings: Settings,
+    },
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match &cli.command {
+        Command::Serve { settings, .. }
+        | Command::Import { settings, .. }
+        | Command::Reindex { settings } => settings.clone(),
+    };
+    let config = match config::load(settings, cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("lightbox: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config.log);
+    let result = match cli.command {
+        Command::Serve {
+            print_config: true, ..
+        } => {
+            println!("{}", toml::to_string_pretty(&config).unwrap_or_default());
+            Ok(())
+        }
+        Command::Serve { .. } => serve(config),
+        Command::Import { paths, .. } => lightbox::import::import_command(&config, &paths),
+        Command::Reindex { .. } => lightbox::import::reindex_command(&config),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lightbox: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(config: config::Config) -> Result<(), String> {
+    let data = config.data.clone();
+    actix_web::rt::System::new()
+        .block_on(lightbox::run(config, move |addr| {
+            use std::io::Write;
+            println!("Lightbox listening on http://{addr}");
+            println!("  DICOMweb:  http://{addr}/dicom-web");
+            println!("  health:    http://{addr}/healthz");
+            println!("  data:      {}", data.display());
+            println!(
+                "  sign-in:   none needed yet: accounts are not built, so Lightbox only listens on \
+                 loopback unless --insecure-no-auth is given"
+            );
+            let _ = std::io::stdout().flush();
+        }))
+        .map_err(|e| e.to_string())
+}

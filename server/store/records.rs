@@ -1,0 +1,85 @@
+//! What the index holds per instance, series and study. Serialised as JSON in sled so the
+//! records stay readable with any tool; `SCHEMA_VERSION` changes force a reindex.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+
+use super::blob::BlobKey;
+use crate::dicom::parse::FrameAccess;
+use crate::ids::{SeriesUid, SopClassUid, SopInstanceUid, StudyUid};
+
+/// Bump when a record gains or changes a field; start-up then rebuilds the index from files.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceRecord {
+    pub study: StudyUid,
+    pub series: SeriesUid,
+    pub sop: SopInstanceUid,
+    pub sop_class: SopClassUid,
+    pub transfer_syntax: String,
+    pub blob: BlobKey,
+    /// File size in bytes.
+    pub size: u64,
+    /// SHA-256 of the file after the preamble.
+    pub hash: String,
+    /// Unix seconds.
+    pub stored_at: u64,
+    pub patient_id: String,
+    pub patient_name: String,
+    pub modality: Option<String>,
+    /// Instance-level attributes, DICOM JSON.
+    pub attrs: Json,
+    pub frames: FrameAccess,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeriesRecord {
+    pub study: StudyUid,
+    pub series: SeriesUid,
+    pub modality: Option<String>,
+    /// Series-level attributes, DICOM JSON (from the latest instance stored).
+    pub attrs: Json,
+    pub instance_count: u64,
+}
+
+/// One patient identity seen in a study.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PatientIdentity {
+    pub id: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StudyRecord {
+    pub study: StudyUid,
+    /// Study-level attributes, DICOM JSON (from the latest instance stored).
+    pub attrs: Json,
+    pub series_count: u64,
+    pub instance_count: u64,
+    /// ModalitiesInStudy: modality → number of series with it.
+    pub modalities: BTreeMap<String, u64>,
+    /// Patient identities seen in the study, with instance counts. More than one entry is a
+    /// wrong-patient hazard: the study is flagged, never silently merged.
+    pub patients: BTreeMap<String, u64>,
+    /// Unix seconds of the last change.
+    pub updated_at: u64,
+}
+
+impl StudyRecord {
+    /// True when instances of the study disagree on PatientID/PatientName.
+    pub fn patient_conflict(&self) -> bool {
+        self.patients.len() > 1
+    }
+
+    pub fn modalities_in_study(&self) -> BTreeSet<&str> {
+        self.modalities.keys().map(String::as_str).collect()
+    }
+}
+
+/// `id ^ name` as one map key (the separator cannot occur in an LO PatientID).
+pub fn patient_key(id: &str, name: &str) -> String {
+    format!("{id}\\{name}")
+}

@@ -1,0 +1,241 @@
+//! Test harness: start the real `lightbox` binary on a free port with a fresh data directory and
+//! talk HTTP to it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Server {
+    pub url: String,
+    pub child: Option<Child>,
+    pub data: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_lightbox")
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/dicom")
+        .join(name)
+}
+
+pub fn fixture_bytes(name: &str) -> Vec<u8> {
+    std::fs::read(fixture(name)).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
+}
+
+impl Server {
+    /// Start on a fresh temporary data directory.
+    pub fn start(extra: &[&str]) -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data = tmp.path().join("data");
+        let mut s = Server::start_on(&data, extra);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// Start on a given data directory (kept by the caller).
+    pub fn start_on(data: &Path, extra: &[&str]) -> Server {
+        let mut cmd = Command::new(bin());
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .args(extra)
+            .env_remove("LIGHTBOX_CONFIG")
+            .env("LIGHTBOX_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("spawn lightbox");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if !sent && let Some(rest) = line.split("listening on ").nth(1) {
+                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
+                    sent = true;
+                }
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("server did not report its address within 60 s");
+        Server {
+            url,
+            child: Some(child),
+            data: data.to_path_buf(),
+            _tmp: None,
+        }
+    }
+
+    pub fn dicomweb(&self) -> String {
+        format!("{}/dicom-web", self.url)
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        unsafe_kill(child.id(), "TERM");
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("server did not stop within 40 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// kill -9.
+    pub fn crash(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Every stored instance file under `objects/`.
+    pub fn stored_files(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let objects = self.data.join("objects");
+        if let Ok(shards) = std::fs::read_dir(&objects) {
+            for s in shards.flatten() {
+                for f in std::fs::read_dir(s.path()).into_iter().flatten().flatten() {
+                    out.push(f.path());
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    pub fn temp_files(&self) -> usize {
+        std::fs::read_dir(self.data.join("tmp"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+}
+
+fn unsafe_kill(pid: u32, sig: &str) {
+    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub const BOUNDARY: &str = "lightbox-test-boundary-7d1f";
+
+/// A multipart/related body with one part per file, each with `Content-Type: application/dicom`.
+pub fn multipart(parts: &[Vec<u8>]) -> Vec<u8> {
+    multipart_with(parts, Some("application/dicom"))
+}
+
+pub fn multipart_with(parts: &[Vec<u8>], part_type: Option<&str>) -> Vec<u8> {
+    let mut body = Vec::new();
+    for p in parts {
+        body.extend_from_slice(format!("--{BOUNDARY}\r\n").as_bytes());
+        if let Some(t) = part_type {
+            body.extend_from_slice(format!("Content-Type: {t}\r\n").as_bytes());
+        }
+        body.extend_from_slice(b"\r\n");
+        body.extend_from_slice(p);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    body
+}
+
+pub fn stow_content_type() -> String {
+    format!("multipart/related; type=\"application/dicom\"; boundary={BOUNDARY}")
+}
+
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap()
+}
+
+/// POST a STOW body; returns (status, headers, JSON body or Null).
+pub fn stow(
+    url: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+    let r = client()
+        .post(url)
+        .header("Content-Type", content_type)
+        .header("Accept", "application/dicom+json")
+        .body(body)
+        .send()
+        .expect("request");
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let text = r.text().unwrap_or_default();
+    let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+    (status, headers, json)
+}
+
+/// FailureReason values of a sequence (FailedSOPSequence 00081198 or OtherFailures 0008119A).
+pub fn failure_codes(body: &serde_json::Value, seq: &str) -> Vec<u64> {
+    body[seq]["Value"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|i| i["00081197"]["Value"][0].as_u64())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// SOP Instance UIDs in ReferencedSOPSequence.
+pub fn referenced(body: &serde_json::Value) -> Vec<String> {
+    body["00081199"]["Value"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|i| i["00081155"]["Value"][0].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Read a string attribute (first value) from a Part 10 file with dicom-object.
+pub fn read_uid(path: &Path, tag: dicom_core::Tag) -> String {
+    let obj = dicom_object::OpenFileOptions::new()
+        .read_until(dicom_dictionary_std::tags::PIXEL_DATA)
+        .open_file(path)
+        .unwrap();
+    obj.element(tag)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .trim_end_matches('\0')
+        .to_owned()
+}
+
+/// Wait until `f` holds or the timeout passes.
+pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
