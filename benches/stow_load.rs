@@ -1,1 +1,600 @@
-fn main(){}
+//! STOW-RS load test against the release binary (harness = false).
+//!
+//! `cargo build --release && cargo bench --bench stow_load` generates synthetic 512×512 16-bit
+//! CT instances in memory, POSTs them as multipart/related requests from concurrent client
+//! threads, and reports throughput next to the disk's own durable sequential write rate
+//! (`dd ... conv=fdatasync`). Timings are reported, never asserted. See benches/README.md.
+//!
+//! Without `--bench` in the arguments (`cargo test --benches`) it runs a tiny smoke version
+//! (20 instances, no dd, no JSON) when the release binary exists, and otherwise exits 0.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dicom_core::value::{C, PrimitiveValue};
+use dicom_core::{DataElement, VR};
+use dicom_dictionary_std::tags;
+use dicom_object::InMemDicomObject;
+use dicom_object::meta::FileMetaTableBuilder;
+use serde_json::json;
+
+const CT_IMAGE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.2";
+const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
+const ROWS: usize = 512;
+const COLS: usize = 512;
+const PATIENTS: usize = 2;
+const STUDIES_PER_PATIENT: usize = 3;
+const SERIES_PER_STUDY: usize = 2;
+const SLICES_PER_SERIES: usize = 100;
+const BOUNDARY: &str = "lightbox-stow-load-6f1c2a9e84d34b7c";
+const TARGET_RATIO: f64 = 0.85;
+const REFERENCE: &str = "Orthanc 1.10.1 + DICOMweb 1.7: 79 MB/s (150 instances/s)";
+const DD_MIB: u64 = 1024;
+
+type Res<T> = Result<T, String>;
+
+fn main() -> ExitCode {
+    let full = std::env::args().any(|a| a == "--bench");
+    match run(full) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("stow_load: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+struct Knobs {
+    instances: usize,
+    clients: usize,
+    per_request: usize,
+}
+
+fn env_usize(name: &str, default: usize) -> Res<usize> {
+    match std::env::var(name) {
+        Ok(v) => match v.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(format!("{name}={v:?}: expected a positive integer")),
+        },
+        Err(_) => Ok(default),
+    }
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+/// Returns Ok(true) when every request succeeded.
+fn run(full: bool) -> Res<bool> {
+    let bin = std::env::var_os("LIGHTBOX_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("release/lightbox"));
+    if !bin.is_file() {
+        if !full {
+            println!("stow_load: run with cargo bench --bench stow_load");
+            return Ok(true);
+        }
+        return Err(format!(
+            "the release binary {} does not exist: run `cargo build --release` first \
+             (or point LIGHTBOX_BIN at a lightbox binary)",
+            bin.display()
+        ));
+    }
+    let knobs = if full {
+        Knobs {
+            instances: env_usize("LIGHTBOX_BENCH_INSTANCES", 1200)?,
+            clients: env_usize("LIGHTBOX_BENCH_CLIENTS", 2)?,
+            per_request: env_usize("LIGHTBOX_BENCH_PER_REQUEST", 10)?,
+        }
+    } else {
+        println!("stow_load: smoke run (20 instances); run with cargo bench --bench stow_load for the real figures");
+        Knobs {
+            instances: 20,
+            clients: 2,
+            per_request: 10,
+        }
+    };
+
+    // 1. Everything in memory before any timing.
+    let t = Instant::now();
+    let (bodies, payload_bytes) = build_bodies(&knobs)?;
+    println!(
+        "generated {} instances ({:.1} MB of Part 10) in {} requests of up to {} in {:.1} s",
+        knobs.instances,
+        payload_bytes as f64 / 1e6,
+        bodies.len(),
+        knobs.per_request,
+        t.elapsed().as_secs_f64()
+    );
+
+    // 2. A fresh directory on the file system the data will live on.
+    let base = std::env::var_os("LIGHTBOX_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("bench-data"));
+    std::fs::create_dir_all(&base).map_err(|e| format!("cannot create {}: {e}", base.display()))?;
+    // Dropped last (declared first): removes the data once the server is gone.
+    let bench_dir = tempfile::Builder::new()
+        .prefix("stow-load-")
+        .tempdir_in(&base)
+        .map_err(|e| format!("cannot create a directory under {}: {e}", base.display()))?;
+    let data = bench_dir.path().join("data");
+
+    // 3. Server.
+    let mut server = ServerGuard::start(&bin, &data)?;
+    println!("server {} (pid {}) on {}", bin.display(), server.pid(), server.url);
+    let cpu_before = proc_cpu(server.pid());
+
+    // 4. Load.
+    let n_requests = bodies.len();
+    let queue = Arc::new(Mutex::new(bodies));
+    let url = format!("{}/dicom-web/studies", server.url);
+    let content_type = format!("multipart/related; type=\"application/dicom\"; boundary={BOUNDARY}");
+    let start = Instant::now();
+    let handles: Vec<_> = (0..knobs.clients)
+        .map(|_| {
+            let queue = queue.clone();
+            let url = url.clone();
+            let content_type = content_type.clone();
+            std::thread::spawn(move || client(&queue, &url, &content_type))
+        })
+        .collect();
+    let mut latencies: Vec<f64> = Vec::with_capacity(n_requests);
+    let mut failures: Vec<String> = Vec::new();
+    for h in handles {
+        match h.join() {
+            Ok((lat, fail)) => {
+                latencies.extend(lat);
+                failures.extend(fail);
+            }
+            Err(_) => failures.push("a client thread panicked".into()),
+        }
+    }
+    let wall = start.elapsed().as_secs_f64();
+    let cpu_after = proc_cpu(server.pid());
+    let io = proc_io_write_bytes(server.pid());
+    server.stop();
+    if let Some(code) = server.exit_code {
+        if code != 0 {
+            println!("note: the server exited with status {code} after SIGTERM");
+        }
+    }
+
+    // 5. Report.
+    latencies.sort_by(f64::total_cmp);
+    let p50 = percentile(&latencies, 0.50);
+    let p99 = percentile(&latencies, 0.99);
+    let ok_instances = knobs.instances; // every request must succeed for the figures to count
+    let inst_per_s = ok_instances as f64 / wall;
+    let mb_per_s = payload_bytes as f64 / 1e6 / wall;
+    println!();
+    println!("STOW-RS load ({} clients, {} instances/request)", knobs.clients, knobs.per_request);
+    println!("  instances        {ok_instances}");
+    println!("  payload          {:.1} MB (Part 10 bytes, 10^6)", payload_bytes as f64 / 1e6);
+    println!("  requests         {n_requests} ({} failed)", failures.len());
+    println!("  wall time        {wall:.2} s");
+    println!("  throughput       {inst_per_s:.1} instances/s, {mb_per_s:.1} MB/s");
+    println!("  latency/request  p50 {:.0} ms, p99 {:.0} ms", p50 * 1e3, p99 * 1e3);
+    let cpu = match (cpu_before, cpu_after) {
+        (Some(b), Some(a)) => {
+            let (user, sys) = (a.0 - b.0, a.1 - b.1);
+            println!(
+                "  server CPU       user {user:.2} s + sys {sys:.2} s = {:.0}% of one core over the run",
+                (user + sys) / wall * 100.0
+            );
+            Some((user, sys))
+        }
+        _ => None,
+    };
+    if let Some(w) = io {
+        println!("  server wrote     {:.1} MB to the block layer (/proc/<pid>/io write_bytes)", w as f64 / 1e6);
+    }
+    for f in &failures {
+        println!("  FAILED: {f}");
+    }
+
+    let dd = if full {
+        match dd_rate(bench_dir.path()) {
+            Ok(dd) => Some(dd),
+            Err(e) => {
+                println!("  dd               unavailable: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let ratio = dd.map(|(_, _, rate)| mb_per_s / rate);
+    if let Some((bytes, secs, rate)) = dd {
+        println!(
+            "  dd (fdatasync)   {rate:.1} MB/s ({:.1} MB in {secs:.2} s, bs=1M count={DD_MIB})",
+            bytes as f64 / 1e6
+        );
+    }
+    if let Some(r) = ratio {
+        println!("  STOW / dd        {r:.2} (target {TARGET_RATIO:.2})");
+    }
+    println!("  reference        {REFERENCE}");
+
+    if full {
+        let out = target_dir().join("bench-results");
+        let doc = json!({
+            "bench": "stow_load",
+            "unix_time": std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            "binary": bin.display().to_string(),
+            "clients": knobs.clients,
+            "instances_per_request": knobs.per_request,
+            "instances": ok_instances,
+            "requests": n_requests,
+            "failed_requests": failures.len(),
+            "failures": failures,
+            "payload_bytes": payload_bytes,
+            "payload_mb": payload_bytes as f64 / 1e6,
+            "wall_s": wall,
+            "instances_per_s": inst_per_s,
+            "mb_per_s": mb_per_s,
+            "latency_p50_ms": p50 * 1e3,
+            "latency_p99_ms": p99 * 1e3,
+            "server_cpu_user_s": cpu.map(|c| c.0),
+            "server_cpu_sys_s": cpu.map(|c| c.1),
+            "server_write_bytes": io,
+            "dd_bytes": dd.map(|d| d.0),
+            "dd_s": dd.map(|d| d.1),
+            "dd_mb_per_s": dd.map(|d| d.2),
+            "ratio_stow_over_dd": ratio,
+            "target_ratio": TARGET_RATIO,
+            "reference": REFERENCE,
+        });
+        let path = out.join("stow_load.json");
+        let written = std::fs::create_dir_all(&out).and_then(|()| {
+            std::fs::write(&path, serde_json::to_vec_pretty(&doc).unwrap_or_default())
+        });
+        match written {
+            Ok(()) => println!("  results          {}", path.display()),
+            Err(e) => println!("  results          not written to {}: {e}", path.display()),
+        }
+    }
+    drop(server);
+    drop(bench_dir);
+    Ok(failures.is_empty())
+}
+
+/// One client thread: take request bodies until none is left. Returns latencies (s) and
+/// failure descriptions.
+fn client(queue: &Mutex<VecDeque<(usize, Vec<u8>)>>, url: &str, content_type: &str) -> (Vec<f64>, Vec<String>) {
+    let mut lat = Vec::new();
+    let mut fail = Vec::new();
+    let http = match reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(600))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            fail.push(format!("cannot build an HTTP client: {e}"));
+            return (lat, fail);
+        }
+    };
+    loop {
+        let Some((i, body)) = queue.lock().map(|mut q| q.pop_front()).unwrap_or(None) else {
+            break;
+        };
+        let t = Instant::now();
+        let result = http
+            .post(url)
+            .header("Content-Type", content_type)
+            .header("Accept", "application/dicom+json")
+            .body(body)
+            .send()
+            .and_then(|r| {
+                let status = r.status();
+                r.bytes().map(|b| (status, b))
+            });
+        lat.push(t.elapsed().as_secs_f64());
+        match result {
+            Ok((status, _)) if status.as_u16() == 200 => {}
+            Ok((status, body)) => {
+                let mut text = String::from_utf8_lossy(&body).into_owned();
+                text.truncate(300);
+                fail.push(format!("request {i}: HTTP {status}: {text}"));
+            }
+            Err(e) => fail.push(format!("request {i}: {e}")),
+        }
+    }
+    (lat, fail)
+}
+
+/// Nearest-rank percentile of sorted samples.
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Multipart bodies of `per_request` instances each, and the total Part 10 bytes.
+fn build_bodies(k: &Knobs) -> Res<(VecDeque<(usize, Vec<u8>)>, u64)> {
+    let run_id: u64 = rand::random();
+    let mut bodies = VecDeque::new();
+    let mut total = 0u64;
+    let mut body = Vec::new();
+    let mut in_body = 0;
+    for n in 0..k.instances {
+        let part10 = instance(run_id, n)?;
+        total += part10.len() as u64;
+        if in_body == 0 {
+            body = Vec::with_capacity((part10.len() + 128) * k.per_request + 64);
+        }
+        write!(body, "--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n").map_err(|e| e.to_string())?;
+        body.extend_from_slice(&part10);
+        body.extend_from_slice(b"\r\n");
+        in_body += 1;
+        if in_body == k.per_request || n + 1 == k.instances {
+            write!(body, "--{BOUNDARY}--\r\n").map_err(|e| e.to_string())?;
+            bodies.push_back((bodies.len(), std::mem::take(&mut body)));
+            in_body = 0;
+        }
+    }
+    Ok((bodies, total))
+}
+
+/// A `2.25.` UID unique to this run and (kind, index).
+fn uid(run_id: u64, kind: u8, index: usize) -> String {
+    let v = ((run_id as u128) << 64) | ((kind as u128) << 56) | index as u128;
+    format!("2.25.{v}")
+}
+
+/// Instance `n` of the synthetic data set (2 patients × 3 studies × 2 series × 100 slices,
+/// wrapping around for larger counts), as Part 10 bytes in Explicit VR Little Endian.
+fn instance(run_id: u64, n: usize) -> Res<Vec<u8>> {
+    let slice = n % SLICES_PER_SERIES;
+    let series_n = n / SLICES_PER_SERIES;
+    let study_n = series_n / SERIES_PER_STUDY;
+    let series_in_study = series_n % SERIES_PER_STUDY;
+    let patient = study_n / STUDIES_PER_PATIENT % PATIENTS;
+    let z = -200.0 + slice as f64 * 2.5;
+
+    let mut obj = InMemDicomObject::new_empty();
+    let mut put = |tag, vr, v: PrimitiveValue| {
+        obj.put(DataElement::new(tag, vr, v));
+    };
+    let s = |x: &str| PrimitiveValue::from(x.to_owned());
+    put(tags::SPECIFIC_CHARACTER_SET, VR::CS, s("ISO_IR 100"));
+    put(tags::IMAGE_TYPE, VR::CS, PrimitiveValue::Strs(C::from_vec(vec![
+        "ORIGINAL".into(), "PRIMARY".into(), "AXIAL".into(),
+    ])));
+    put(tags::SOP_CLASS_UID, VR::UI, s(CT_IMAGE_STORAGE));
+    put(tags::SOP_INSTANCE_UID, VR::UI, s(&uid(run_id, 3, n)));
+    put(tags::STUDY_DATE, VR::DA, s(&format!("2024{:02}{:02}", 1 + study_n % 12, 1 + study_n % 28)));
+    put(tags::STUDY_TIME, VR::TM, s("101500"));
+    put(tags::ACCESSION_NUMBER, VR::SH, s(&format!("ACC{study_n:05}")));
+    put(tags::MODALITY, VR::CS, s("CT"));
+    put(tags::MANUFACTURER, VR::LO, s("Lightbox Bench"));
+    put(tags::REFERRING_PHYSICIAN_NAME, VR::PN, s(""));
+    put(tags::STUDY_DESCRIPTION, VR::LO, s("CT CHEST ABDOMEN"));
+    put(tags::SERIES_DESCRIPTION, VR::LO, s(if series_in_study == 0 { "AXIAL 2.5mm" } else { "AXIAL 2.5mm C+" }));
+    put(tags::PATIENT_NAME, VR::PN, s(if patient == 0 { "Bench^Alice" } else { "Bench^Bob" }));
+    put(tags::PATIENT_ID, VR::LO, s(&format!("BENCH-{patient:03}")));
+    put(tags::PATIENT_BIRTH_DATE, VR::DA, s(if patient == 0 { "19700101" } else { "19820615" }));
+    put(tags::PATIENT_SEX, VR::CS, s(if patient == 0 { "F" } else { "M" }));
+    put(tags::SLICE_THICKNESS, VR::DS, s("2.5"));
+    put(tags::KVP, VR::DS, s("120"));
+    put(tags::STUDY_INSTANCE_UID, VR::UI, s(&uid(run_id, 1, study_n)));
+    put(tags::SERIES_INSTANCE_UID, VR::UI, s(&uid(run_id, 2, series_n)));
+    put(tags::STUDY_ID, VR::SH, s(&format!("{}", study_n + 1)));
+    put(tags::SERIES_NUMBER, VR::IS, s(&format!("{}", series_in_study + 1)));
+    put(tags::INSTANCE_NUMBER, VR::IS, s(&format!("{}", slice + 1)));
+    put(tags::IMAGE_POSITION_PATIENT, VR::DS, PrimitiveValue::Strs(C::from_vec(vec![
+        "-250".into(), "-250".into(), format!("{z:.2}"),
+    ])));
+    put(tags::IMAGE_ORIENTATION_PATIENT, VR::DS, PrimitiveValue::Strs(C::from_vec(
+        ["1", "0", "0", "0", "1", "0"].iter().map(|x| x.to_string()).collect(),
+    )));
+    put(tags::FRAME_OF_REFERENCE_UID, VR::UI, s(&uid(run_id, 4, study_n)));
+    put(tags::SLICE_LOCATION, VR::DS, s(&format!("{z:.2}")));
+    put(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(1u16));
+    put(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, s("MONOCHROME2"));
+    put(tags::ROWS, VR::US, PrimitiveValue::from(ROWS as u16));
+    put(tags::COLUMNS, VR::US, PrimitiveValue::from(COLS as u16));
+    put(tags::PIXEL_SPACING, VR::DS, PrimitiveValue::Strs(C::from_vec(vec![
+        "0.976562".into(), "0.976562".into(),
+    ])));
+    put(tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(16u16));
+    put(tags::BITS_STORED, VR::US, PrimitiveValue::from(12u16));
+    put(tags::HIGH_BIT, VR::US, PrimitiveValue::from(11u16));
+    put(tags::PIXEL_REPRESENTATION, VR::US, PrimitiveValue::from(1u16));
+    put(tags::WINDOW_CENTER, VR::DS, s("40"));
+    put(tags::WINDOW_WIDTH, VR::DS, s("400"));
+    put(tags::RESCALE_INTERCEPT, VR::DS, s("-1024"));
+    put(tags::RESCALE_SLOPE, VR::DS, s("1"));
+    put(tags::RESCALE_TYPE, VR::LO, s("HU"));
+    put(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U16(C::from_vec(pixels(n as u64))));
+    let file = obj
+        .with_meta(FileMetaTableBuilder::new().transfer_syntax(EXPLICIT_VR_LE))
+        .map_err(|e| format!("file meta: {e}"))?;
+    let mut out = Vec::with_capacity(ROWS * COLS * 2 + 4096);
+    file.write_all(&mut out).map_err(|e| format!("writing instance {n}: {e}"))?;
+    Ok(out)
+}
+
+/// A noisy disc phantom: air (stored 0 → -1024 HU) outside, soft tissue (~40 HU) inside,
+/// 12-bit signed values, from a 64-bit LCG seeded per slice.
+fn pixels(seed: u64) -> Vec<u16> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(ROWS * COLS);
+    let r2 = (200 * 200) as i64;
+    for y in 0..ROWS as i64 {
+        for x in 0..COLS as i64 {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let noise = ((state >> 33) & 0x3F) as i64 - 32;
+            let (dx, dy) = (x - 256, y - 256);
+            let base = if dx * dx + dy * dy < r2 { 1064 } else { 0 };
+            let v = (base + noise).clamp(-2048, 2047) as i16;
+            out.push(v as u16);
+        }
+    }
+    out
+}
+
+/// The running server; SIGTERM then SIGKILL on drop, whatever happened.
+struct ServerGuard {
+    child: Option<Child>,
+    url: String,
+    exit_code: Option<i32>,
+}
+
+impl ServerGuard {
+    fn start(bin: &Path, data: &Path) -> Res<Self> {
+        let mut child = Command::new(bin)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .env_remove("LIGHTBOX_CONFIG")
+            .env("LIGHTBOX_LOG", std::env::var("LIGHTBOX_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+        let stdout = child.stdout.take().ok_or("no stdout pipe")?;
+        let mut guard = ServerGuard {
+            child: Some(child),
+            url: String::new(),
+            exit_code: None,
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            // Keep draining stdout so the server never blocks on a full pipe.
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if !sent && let Some(rest) = line.strip_prefix("Lightbox listening on ") {
+                    let _ = tx.send(rest.trim().to_owned());
+                    sent = true;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(url) if url.starts_with("http://127.0.0.1:") => {
+                    guard.url = url;
+                    return Ok(guard);
+                }
+                Ok(other) => return Err(format!("unexpected listen address {other:?}")),
+                Err(_) => {
+                    if let Some(c) = guard.child.as_mut()
+                        && let Ok(Some(status)) = c.try_wait()
+                    {
+                        guard.child = None;
+                        return Err(format!("the server exited before listening ({status})"));
+                    }
+                    if Instant::now() > deadline {
+                        return Err("the server did not print its address within 60 s".into());
+                    }
+                }
+            }
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// SIGTERM, wait up to 30 s, then SIGKILL.
+    fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // SAFETY: plain kill(2) on the PID of a child we spawned and have not reaped yet.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    self.exit_code = status.code();
+                    return;
+                }
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+                _ => {
+                    eprintln!("stow_load: the server did not stop within 30 s of SIGTERM: killing it");
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for ServerGuard {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// (user, system) CPU seconds of a process so far.
+fn proc_cpu(pid: u32) -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    if tick <= 0.0 {
+        return None;
+    }
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime / tick, stime / tick))
+}
+
+/// Bytes the process caused to be sent to the block layer.
+fn proc_io_write_bytes(pid: u32) -> Option<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// `dd if=/dev/zero of=<dir>/dd.tmp bs=1M count=1024 conv=fdatasync`: (bytes, seconds, MB/s).
+fn dd_rate(dir: &Path) -> Res<(u64, f64, f64)> {
+    let target = dir.join("dd.tmp");
+    let out = Command::new("dd")
+        .arg("if=/dev/zero")
+        .arg(format!("of={}", target.display()))
+        .args(["bs=1M", &format!("count={DD_MIB}"), "conv=fdatasync"])
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run dd: {e}"));
+    let _ = std::fs::remove_file(&target);
+    let out = out?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        return Err(format!("dd failed ({}): {}", out.status, stderr.trim()));
+    }
+    parse_dd(&stderr).ok_or_else(|| format!("cannot read dd's output: {}", stderr.trim()))
+}
+
+/// GNU dd: "1073741824 bytes (1.1 GB, 1.0 GiB) copied, 2.31 s, 465 MB/s".
+fn parse_dd(stderr: &str) -> Option<(u64, f64, f64)> {
+    let line = stderr.lines().find(|l| l.contains(" bytes") && l.contains("copied"))?;
+    let bytes: u64 = line.split_whitespace().next()?.parse().ok()?;
+    let after = line.split("copied,").nth(1)?;
+    let secs: f64 = after.split_whitespace().next()?.parse().ok()?;
+    if secs <= 0.0 {
+        return None;
+    }
+    Some((bytes, secs, bytes as f64 / 1e6 / secs))
+}

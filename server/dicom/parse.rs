@@ -279,19 +279,21 @@ pub fn parse_file(path: &Path) -> Result<Parsed, Failure> {
     let walkable = ts == EXPLICIT_LE || ts == IMPLICIT_LE || !(ts == BIG_ENDIAN || DEFLATED.contains(&ts.as_str()));
     let walked = if walkable {
         let explicit = ts != IMPLICIT_LE;
-        Some(
-            walk::walk(
-                &mut reader,
-                dataset_start,
-                explicit,
-                file_len,
-                &WalkOptions {
-                    max_depth: 16,
-                    collect_text: own_decoding,
-                },
-            )
-            .map_err(|e| ids_fail(reason::CANNOT_UNDERSTAND, format!("malformed data set: {e}")))?,
-        )
+        let opts = WalkOptions {
+            max_depth: 16,
+            collect_text: own_decoding,
+        };
+        let first = walk::walk(&mut reader, dataset_start, explicit, file_len, &opts);
+        let result = match first {
+            // Some writers declare Explicit VR but encode Implicit VR (dicom-rs reads these
+            // adaptively); accept the file when it walks cleanly as implicit.
+            Err(e) if explicit => walk::walk(&mut reader, dataset_start, false, file_len, &opts)
+                .map_err(|_| e),
+            other => other,
+        };
+        Some(result.map_err(|e| {
+            ids_fail(reason::CANNOT_UNDERSTAND, format!("malformed data set: {e}"))
+        })?)
     } else {
         // Big endian / deflate cannot be walked by offset: prove the file is complete by
         // reading it whole (these syntaxes are rare and retired; files are small in practice).

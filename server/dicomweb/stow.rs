@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use actix_web::http::header::{self, HeaderMap, HeaderValue};
+use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt;
 use serde_json::{Map, Value as Json, json};
@@ -17,6 +17,7 @@ use crate::access::{self, Action, Principal};
 use crate::dicom::parse::{Failure, reason};
 use crate::error::{Error, Result};
 use crate::http::media::{self, MediaRange, Offer};
+use crate::http::multipart::{MultipartError, MultipartReader};
 use crate::http::query::QueryParams;
 use crate::http::urls::base_url;
 use crate::ids::StudyUid;
@@ -197,7 +198,7 @@ async fn store(
     let mut tasks: Vec<StageTask> = Vec::new();
     let mut other_failures: Vec<Failure> = Vec::new();
     let mut total: u64 = 0;
-    let mut payload = payload.map(|r| r);
+    let mut payload = payload;
 
     match kind {
         BodyKind::Single => {
@@ -214,27 +215,21 @@ async fn store(
             tasks.push(spawn_stage(&state, path));
         }
         BodyKind::Multipart { boundary } => {
-            let mut headers = HeaderMap::new();
-            let ct = format!("multipart/related; boundary=\"{boundary}\"");
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_str(&ct)
-                    .map_err(|_| Error::BadRequest("invalid multipart boundary".into()))?,
-            );
-            let mut mp = actix_multipart::Multipart::new(&headers, payload);
+            let mut mp = MultipartReader::new(payload, &boundary);
             let mut index = 0usize;
-            while let Some(field) = mp.next().await {
+            while let Some(headers) = mp.next_part().await.map_err(|e| multipart_error(index + 1, e))? {
                 index += 1;
-                let mut field = field.map_err(|e| multipart_error(index, e))?;
-                let part_type = field.content_type().map(|m| m.essence_str().to_ascii_lowercase());
-                let acceptable = match part_type.as_deref() {
-                    None | Some("application/dicom") | Some("application/octet-stream") => true,
-                    Some(_) => false,
-                };
+                let part_type = headers
+                    .get("content-type")
+                    .and_then(|ct| MediaRange::parse(ct).ok())
+                    .map(|m| m.essence());
+                let acceptable = matches!(
+                    part_type.as_deref(),
+                    None | Some("application/dicom") | Some("application/octet-stream")
+                );
                 if !acceptable {
-                    // Drain the part so the next one can be read.
-                    while let Some(chunk) = field.next().await {
-                        let chunk = chunk.map_err(|e| multipart_error(index, e))?;
+                    // Skip the part so the next one can be read.
+                    while let Some(chunk) = mp.read_chunk().await.map_err(|e| multipart_error(index, e))? {
                         total += chunk.len() as u64;
                         if total > max {
                             return Err(too_large(max));
@@ -250,8 +245,7 @@ async fn store(
                     continue;
                 }
                 let mut w = PartWriter::create(&state, &mut guard).await?;
-                while let Some(chunk) = field.next().await {
-                    let chunk = chunk.map_err(|e| multipart_error(index, e))?;
+                while let Some(chunk) = mp.read_chunk().await.map_err(|e| multipart_error(index, e))? {
                     total += chunk.len() as u64;
                     if total > max {
                         return Err(too_large(max));
@@ -338,7 +332,7 @@ fn too_large(max: u64) -> Error {
     ))
 }
 
-fn multipart_error(index: usize, e: actix_multipart::MultipartError) -> Error {
+fn multipart_error(index: usize, e: MultipartError) -> Error {
     Error::BadRequest(format!(
         "malformed multipart body at part {index}: {e}; nothing was stored"
     ))

@@ -2,5 +2,6 @@
 //! absolute URL building behind proxies.
 
 pub mod media;
+pub mod multipart;
 pub mod query;
 pub mod urls;
