@@ -147,11 +147,15 @@ pub fn sniff(head: &[u8]) -> Layout {
 }
 
 fn text(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
-    obj.element_opt(tag)
-        .ok()
-        .flatten()
-        .and_then(|e| e.to_str().ok().map(|s| s.trim_end_matches(['\0', ' ']).to_owned()))
-        .filter(|s| !s.is_empty())
+    let e = obj.element_opt(tag).ok().flatten()?;
+    let s = match e.value() {
+        // Values of VR UN (e.g. an implicit file whose dictionary lookup failed, or an explicit
+        // writer that chose UN) arrive as raw bytes: read them as text.
+        Value::Primitive(PrimitiveValue::U8(bytes)) => String::from_utf8_lossy(bytes).into_owned(),
+        _ => e.to_str().ok()?.into_owned(),
+    };
+    let s = s.trim_end_matches(['\0', ' ']).trim_start_matches(' ').to_owned();
+    (!s.is_empty()).then_some(s)
 }
 
 fn int(obj: &InMemDicomObject, tag: Tag) -> Option<i64> {
@@ -257,12 +261,8 @@ pub fn parse_file(path: &Path) -> Result<Parsed, Failure> {
         && !mi.is_empty()
         && mi != sop.as_str()
     {
-        return Err(ids_fail(
-            reason::DATASET_DOES_NOT_MATCH,
-            format!(
-                "MediaStorageSOPInstanceUID {mi} differs from SOPInstanceUID {sop} in the data set"
-            ),
-        ));
+        // Common in anonymised files; the data set is authoritative (PS3.10 7.1).
+        tracing::warn!(%sop, meta = mi, "MediaStorageSOPInstanceUID differs from SOPInstanceUID; using the data set's");
     }
 
     // Structure walk: completeness, pixel data layout, raw text for ISO 2022.

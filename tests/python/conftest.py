@@ -168,6 +168,18 @@ def lightbox(tmp_path):
         stop_server(server)
 
 
+@pytest.fixture(scope="module")
+def corpus_server(tmp_path_factory):
+    """One server for the whole pydicom corpus (starting one per file costs minutes).
+    Files that share a SOP Instance UID replace each other, which the store allows."""
+    tmp = tmp_path_factory.mktemp("corpus")
+    server = start_server(tmp / "data", tmp / "logs")
+    try:
+        yield server
+    finally:
+        stop_server(server)
+
+
 @pytest.fixture
 def fixtures_dir() -> Path:
     if not FIXTURES_DIR.is_dir():
