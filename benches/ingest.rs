@@ -55,9 +55,14 @@ fn ct_instance() -> Vec<u8> {
         obj.put(DataElement::new(tag, vr, v));
     };
     let s = |x: &str| PrimitiveValue::from(x.to_owned());
-    let strs = |xs: &[&str]| PrimitiveValue::Strs(C::from_vec(xs.iter().map(|x| x.to_string()).collect()));
+    let strs =
+        |xs: &[&str]| PrimitiveValue::Strs(C::from_vec(xs.iter().map(|x| x.to_string()).collect()));
     put(tags::SPECIFIC_CHARACTER_SET, VR::CS, s("ISO_IR 100"));
-    put(tags::IMAGE_TYPE, VR::CS, strs(&["ORIGINAL", "PRIMARY", "AXIAL"]));
+    put(
+        tags::IMAGE_TYPE,
+        VR::CS,
+        strs(&["ORIGINAL", "PRIMARY", "AXIAL"]),
+    );
     put(tags::SOP_CLASS_UID, VR::UI, s("1.2.840.10008.5.1.4.1.1.2"));
     put(tags::SOP_INSTANCE_UID, VR::UI, s(TEMPLATE_SOP));
     put(tags::STUDY_DATE, VR::DA, s("20240312"));
@@ -74,14 +79,34 @@ fn ct_instance() -> Vec<u8> {
     put(tags::PATIENT_SEX, VR::CS, s("F"));
     put(tags::SLICE_THICKNESS, VR::DS, s("2.5"));
     put(tags::KVP, VR::DS, s("120"));
-    put(tags::STUDY_INSTANCE_UID, VR::UI, s("2.25.200000000000000000001"));
-    put(tags::SERIES_INSTANCE_UID, VR::UI, s("2.25.300000000000000000001"));
+    put(
+        tags::STUDY_INSTANCE_UID,
+        VR::UI,
+        s("2.25.200000000000000000001"),
+    );
+    put(
+        tags::SERIES_INSTANCE_UID,
+        VR::UI,
+        s("2.25.300000000000000000001"),
+    );
     put(tags::STUDY_ID, VR::SH, s("1"));
     put(tags::SERIES_NUMBER, VR::IS, s("1"));
     put(tags::INSTANCE_NUMBER, VR::IS, s("1"));
-    put(tags::IMAGE_POSITION_PATIENT, VR::DS, strs(&["-250", "-250", "-200.00"]));
-    put(tags::IMAGE_ORIENTATION_PATIENT, VR::DS, strs(&["1", "0", "0", "0", "1", "0"]));
-    put(tags::FRAME_OF_REFERENCE_UID, VR::UI, s("2.25.400000000000000000001"));
+    put(
+        tags::IMAGE_POSITION_PATIENT,
+        VR::DS,
+        strs(&["-250", "-250", "-200.00"]),
+    );
+    put(
+        tags::IMAGE_ORIENTATION_PATIENT,
+        VR::DS,
+        strs(&["1", "0", "0", "0", "1", "0"]),
+    );
+    put(
+        tags::FRAME_OF_REFERENCE_UID,
+        VR::UI,
+        s("2.25.400000000000000000001"),
+    );
     put(tags::SLICE_LOCATION, VR::DS, s("-200.00"));
     put(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(1u16));
     put(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, s("MONOCHROME2"));
@@ -91,7 +116,11 @@ fn ct_instance() -> Vec<u8> {
     put(tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(16u16));
     put(tags::BITS_STORED, VR::US, PrimitiveValue::from(12u16));
     put(tags::HIGH_BIT, VR::US, PrimitiveValue::from(11u16));
-    put(tags::PIXEL_REPRESENTATION, VR::US, PrimitiveValue::from(1u16));
+    put(
+        tags::PIXEL_REPRESENTATION,
+        VR::US,
+        PrimitiveValue::from(1u16),
+    );
     put(tags::WINDOW_CENTER, VR::DS, s("40"));
     put(tags::WINDOW_WIDTH, VR::DS, s("400"));
     put(tags::RESCALE_INTERCEPT, VR::DS, s("-1024"));
@@ -107,11 +136,19 @@ fn ct_instance() -> Vec<u8> {
                 .wrapping_add(1_442_695_040_888_963_407);
             let noise = ((state >> 33) & 0x3F) as i64 - 32;
             let (dx, dy) = (x - 256, y - 256);
-            let base = if dx * dx + dy * dy < 200 * 200 { 1064 } else { 0 };
+            let base = if dx * dx + dy * dy < 200 * 200 {
+                1064
+            } else {
+                0
+            };
             px.push(((base + noise).clamp(-2048, 2047) as i16) as u16);
         }
     }
-    put(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U16(C::from_vec(px)));
+    put(
+        tags::PIXEL_DATA,
+        VR::OW,
+        PrimitiveValue::U16(C::from_vec(px)),
+    );
     let file = obj
         .with_meta(FileMetaTableBuilder::new().transfer_syntax("1.2.840.10008.1.2.1"))
         .expect("file meta");
@@ -129,7 +166,11 @@ fn uid_offsets(bytes: &[u8]) -> Vec<usize> {
         .filter(|(_, w)| *w == needle)
         .map(|(i, _)| i)
         .collect();
-    assert_eq!(offsets.len(), 2, "the template UID should appear in the meta group and the data set");
+    assert_eq!(
+        offsets.len(),
+        2,
+        "the template UID should appear in the meta group and the data set"
+    );
     offsets
 }
 

@@ -94,7 +94,9 @@ fn run(full: bool) -> Res<bool> {
             per_request: env_usize("LIGHTBOX_BENCH_PER_REQUEST", 10)?,
         }
     } else {
-        println!("stow_load: smoke run (20 instances); run with cargo bench --bench stow_load for the real figures");
+        println!(
+            "stow_load: smoke run (20 instances); run with cargo bench --bench stow_load for the real figures"
+        );
         Knobs {
             instances: 20,
             clients: 2,
@@ -128,14 +130,20 @@ fn run(full: bool) -> Res<bool> {
 
     // 3. Server.
     let mut server = ServerGuard::start(&bin, &data)?;
-    println!("server {} (pid {}) on {}", bin.display(), server.pid(), server.url);
+    println!(
+        "server {} (pid {}) on {}",
+        bin.display(),
+        server.pid(),
+        server.url
+    );
     let cpu_before = proc_cpu(server.pid());
 
     // 4. Load.
     let n_requests = bodies.len();
     let queue = Arc::new(Mutex::new(bodies));
     let url = format!("{}/dicom-web/studies", server.url);
-    let content_type = format!("multipart/related; type=\"application/dicom\"; boundary={BOUNDARY}");
+    let content_type =
+        format!("multipart/related; type=\"application/dicom\"; boundary={BOUNDARY}");
     let start = Instant::now();
     let handles: Vec<_> = (0..knobs.clients)
         .map(|_| {
@@ -174,13 +182,26 @@ fn run(full: bool) -> Res<bool> {
     let inst_per_s = ok_instances as f64 / wall;
     let mb_per_s = payload_bytes as f64 / 1e6 / wall;
     println!();
-    println!("STOW-RS load ({} clients, {} instances/request)", knobs.clients, knobs.per_request);
+    println!(
+        "STOW-RS load ({} clients, {} instances/request)",
+        knobs.clients, knobs.per_request
+    );
     println!("  instances        {ok_instances}");
-    println!("  payload          {:.1} MB (Part 10 bytes, 10^6)", payload_bytes as f64 / 1e6);
-    println!("  requests         {n_requests} ({} failed)", failures.len());
+    println!(
+        "  payload          {:.1} MB (Part 10 bytes, 10^6)",
+        payload_bytes as f64 / 1e6
+    );
+    println!(
+        "  requests         {n_requests} ({} failed)",
+        failures.len()
+    );
     println!("  wall time        {wall:.2} s");
     println!("  throughput       {inst_per_s:.1} instances/s, {mb_per_s:.1} MB/s");
-    println!("  latency/request  p50 {:.0} ms, p99 {:.0} ms", p50 * 1e3, p99 * 1e3);
+    println!(
+        "  latency/request  p50 {:.0} ms, p99 {:.0} ms",
+        p50 * 1e3,
+        p99 * 1e3
+    );
     let cpu = match (cpu_before, cpu_after) {
         (Some(b), Some(a)) => {
             let (user, sys) = (a.0 - b.0, a.1 - b.1);
@@ -193,7 +214,10 @@ fn run(full: bool) -> Res<bool> {
         _ => None,
     };
     if let Some(w) = io {
-        println!("  server wrote     {:.1} MB to the block layer (/proc/<pid>/io write_bytes)", w as f64 / 1e6);
+        println!(
+            "  server wrote     {:.1} MB to the block layer (/proc/<pid>/io write_bytes)",
+            w as f64 / 1e6
+        );
     }
     for f in &failures {
         println!("  FAILED: {f}");
@@ -270,7 +294,11 @@ fn run(full: bool) -> Res<bool> {
 
 /// One client thread: take request bodies until none is left. Returns latencies (s) and
 /// failure descriptions.
-fn client(queue: &Mutex<VecDeque<(usize, Vec<u8>)>>, url: &str, content_type: &str) -> (Vec<f64>, Vec<String>) {
+fn client(
+    queue: &Mutex<VecDeque<(usize, Vec<u8>)>>,
+    url: &str,
+    content_type: &str,
+) -> (Vec<f64>, Vec<String>) {
     let mut lat = Vec::new();
     let mut fail = Vec::new();
     let http = match reqwest::blocking::Client::builder()
@@ -334,7 +362,11 @@ fn build_bodies(k: &Knobs) -> Res<(VecDeque<(usize, Vec<u8>)>, u64)> {
         if in_body == 0 {
             body = Vec::with_capacity((part10.len() + 128) * k.per_request + 64);
         }
-        write!(body, "--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n").map_err(|e| e.to_string())?;
+        write!(
+            body,
+            "--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n"
+        )
+        .map_err(|e| e.to_string())?;
         body.extend_from_slice(&part10);
         body.extend_from_slice(b"\r\n");
         in_body += 1;
@@ -369,60 +401,142 @@ fn instance(run_id: u64, n: usize) -> Res<Vec<u8>> {
     };
     let s = |x: &str| PrimitiveValue::from(x.to_owned());
     put(tags::SPECIFIC_CHARACTER_SET, VR::CS, s("ISO_IR 100"));
-    put(tags::IMAGE_TYPE, VR::CS, PrimitiveValue::Strs(C::from_vec(vec![
-        "ORIGINAL".into(), "PRIMARY".into(), "AXIAL".into(),
-    ])));
+    put(
+        tags::IMAGE_TYPE,
+        VR::CS,
+        PrimitiveValue::Strs(C::from_vec(vec![
+            "ORIGINAL".into(),
+            "PRIMARY".into(),
+            "AXIAL".into(),
+        ])),
+    );
     put(tags::SOP_CLASS_UID, VR::UI, s(CT_IMAGE_STORAGE));
     put(tags::SOP_INSTANCE_UID, VR::UI, s(&uid(run_id, 3, n)));
-    put(tags::STUDY_DATE, VR::DA, s(&format!("2024{:02}{:02}", 1 + study_n % 12, 1 + study_n % 28)));
+    put(
+        tags::STUDY_DATE,
+        VR::DA,
+        s(&format!(
+            "2024{:02}{:02}",
+            1 + study_n % 12,
+            1 + study_n % 28
+        )),
+    );
     put(tags::STUDY_TIME, VR::TM, s("101500"));
-    put(tags::ACCESSION_NUMBER, VR::SH, s(&format!("ACC{study_n:05}")));
+    put(
+        tags::ACCESSION_NUMBER,
+        VR::SH,
+        s(&format!("ACC{study_n:05}")),
+    );
     put(tags::MODALITY, VR::CS, s("CT"));
     put(tags::MANUFACTURER, VR::LO, s("Lightbox Bench"));
     put(tags::REFERRING_PHYSICIAN_NAME, VR::PN, s(""));
     put(tags::STUDY_DESCRIPTION, VR::LO, s("CT CHEST ABDOMEN"));
-    put(tags::SERIES_DESCRIPTION, VR::LO, s(if series_in_study == 0 { "AXIAL 2.5mm" } else { "AXIAL 2.5mm C+" }));
-    put(tags::PATIENT_NAME, VR::PN, s(if patient == 0 { "Bench^Alice" } else { "Bench^Bob" }));
+    put(
+        tags::SERIES_DESCRIPTION,
+        VR::LO,
+        s(if series_in_study == 0 {
+            "AXIAL 2.5mm"
+        } else {
+            "AXIAL 2.5mm C+"
+        }),
+    );
+    put(
+        tags::PATIENT_NAME,
+        VR::PN,
+        s(if patient == 0 {
+            "Bench^Alice"
+        } else {
+            "Bench^Bob"
+        }),
+    );
     put(tags::PATIENT_ID, VR::LO, s(&format!("BENCH-{patient:03}")));
-    put(tags::PATIENT_BIRTH_DATE, VR::DA, s(if patient == 0 { "19700101" } else { "19820615" }));
-    put(tags::PATIENT_SEX, VR::CS, s(if patient == 0 { "F" } else { "M" }));
+    put(
+        tags::PATIENT_BIRTH_DATE,
+        VR::DA,
+        s(if patient == 0 { "19700101" } else { "19820615" }),
+    );
+    put(
+        tags::PATIENT_SEX,
+        VR::CS,
+        s(if patient == 0 { "F" } else { "M" }),
+    );
     put(tags::SLICE_THICKNESS, VR::DS, s("2.5"));
     put(tags::KVP, VR::DS, s("120"));
-    put(tags::STUDY_INSTANCE_UID, VR::UI, s(&uid(run_id, 1, study_n)));
-    put(tags::SERIES_INSTANCE_UID, VR::UI, s(&uid(run_id, 2, series_n)));
+    put(
+        tags::STUDY_INSTANCE_UID,
+        VR::UI,
+        s(&uid(run_id, 1, study_n)),
+    );
+    put(
+        tags::SERIES_INSTANCE_UID,
+        VR::UI,
+        s(&uid(run_id, 2, series_n)),
+    );
     put(tags::STUDY_ID, VR::SH, s(&format!("{}", study_n + 1)));
-    put(tags::SERIES_NUMBER, VR::IS, s(&format!("{}", series_in_study + 1)));
+    put(
+        tags::SERIES_NUMBER,
+        VR::IS,
+        s(&format!("{}", series_in_study + 1)),
+    );
     put(tags::INSTANCE_NUMBER, VR::IS, s(&format!("{}", slice + 1)));
-    put(tags::IMAGE_POSITION_PATIENT, VR::DS, PrimitiveValue::Strs(C::from_vec(vec![
-        "-250".into(), "-250".into(), format!("{z:.2}"),
-    ])));
-    put(tags::IMAGE_ORIENTATION_PATIENT, VR::DS, PrimitiveValue::Strs(C::from_vec(
-        ["1", "0", "0", "0", "1", "0"].iter().map(|x| x.to_string()).collect(),
-    )));
-    put(tags::FRAME_OF_REFERENCE_UID, VR::UI, s(&uid(run_id, 4, study_n)));
+    put(
+        tags::IMAGE_POSITION_PATIENT,
+        VR::DS,
+        PrimitiveValue::Strs(C::from_vec(vec![
+            "-250".into(),
+            "-250".into(),
+            format!("{z:.2}"),
+        ])),
+    );
+    put(
+        tags::IMAGE_ORIENTATION_PATIENT,
+        VR::DS,
+        PrimitiveValue::Strs(C::from_vec(
+            ["1", "0", "0", "0", "1", "0"]
+                .iter()
+                .map(|x| x.to_string())
+                .collect(),
+        )),
+    );
+    put(
+        tags::FRAME_OF_REFERENCE_UID,
+        VR::UI,
+        s(&uid(run_id, 4, study_n)),
+    );
     put(tags::SLICE_LOCATION, VR::DS, s(&format!("{z:.2}")));
     put(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(1u16));
     put(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, s("MONOCHROME2"));
     put(tags::ROWS, VR::US, PrimitiveValue::from(ROWS as u16));
     put(tags::COLUMNS, VR::US, PrimitiveValue::from(COLS as u16));
-    put(tags::PIXEL_SPACING, VR::DS, PrimitiveValue::Strs(C::from_vec(vec![
-        "0.976562".into(), "0.976562".into(),
-    ])));
+    put(
+        tags::PIXEL_SPACING,
+        VR::DS,
+        PrimitiveValue::Strs(C::from_vec(vec!["0.976562".into(), "0.976562".into()])),
+    );
     put(tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(16u16));
     put(tags::BITS_STORED, VR::US, PrimitiveValue::from(12u16));
     put(tags::HIGH_BIT, VR::US, PrimitiveValue::from(11u16));
-    put(tags::PIXEL_REPRESENTATION, VR::US, PrimitiveValue::from(1u16));
+    put(
+        tags::PIXEL_REPRESENTATION,
+        VR::US,
+        PrimitiveValue::from(1u16),
+    );
     put(tags::WINDOW_CENTER, VR::DS, s("40"));
     put(tags::WINDOW_WIDTH, VR::DS, s("400"));
     put(tags::RESCALE_INTERCEPT, VR::DS, s("-1024"));
     put(tags::RESCALE_SLOPE, VR::DS, s("1"));
     put(tags::RESCALE_TYPE, VR::LO, s("HU"));
-    put(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U16(C::from_vec(pixels(n as u64))));
+    put(
+        tags::PIXEL_DATA,
+        VR::OW,
+        PrimitiveValue::U16(C::from_vec(pixels(n as u64))),
+    );
     let file = obj
         .with_meta(FileMetaTableBuilder::new().transfer_syntax(EXPLICIT_VR_LE))
         .map_err(|e| format!("file meta: {e}"))?;
     let mut out = Vec::with_capacity(ROWS * COLS * 2 + 4096);
-    file.write_all(&mut out).map_err(|e| format!("writing instance {n}: {e}"))?;
+    file.write_all(&mut out)
+        .map_err(|e| format!("writing instance {n}: {e}"))?;
     Ok(out)
 }
 
@@ -460,7 +574,10 @@ impl ServerGuard {
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
             .env_remove("LIGHTBOX_CONFIG")
-            .env("LIGHTBOX_LOG", std::env::var("LIGHTBOX_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "LIGHTBOX_LOG",
+                std::env::var("LIGHTBOX_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -526,9 +643,13 @@ impl ServerGuard {
                     self.exit_code = status.code();
                     return;
                 }
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
                 _ => {
-                    eprintln!("stow_load: the server did not stop within 30 s of SIGTERM: killing it");
+                    eprintln!(
+                        "stow_load: the server did not stop within 30 s of SIGTERM: killing it"
+                    );
                     let _ = child.kill();
                     let _ = child.wait();
                     return;
@@ -589,7 +710,9 @@ fn dd_rate(dir: &Path) -> Res<(u64, f64, f64)> {
 
 /// GNU dd: "1073741824 bytes (1.1 GB, 1.0 GiB) copied, 2.31 s, 465 MB/s".
 fn parse_dd(stderr: &str) -> Option<(u64, f64, f64)> {
-    let line = stderr.lines().find(|l| l.contains(" bytes") && l.contains("copied"))?;
+    let line = stderr
+        .lines()
+        .find(|l| l.contains(" bytes") && l.contains("copied"))?;
     let bytes: u64 = line.split_whitespace().next()?.parse().ok()?;
     let after = line.split("copied,").nth(1)?;
     let secs: f64 = after.split_whitespace().next()?.parse().ok()?;

@@ -46,10 +46,20 @@ pub struct Settings {
     #[arg(long, env = "LIGHTBOX_PUBLIC_URL", value_name = "URL")]
     pub public_url: Option<String>,
     /// Proxy addresses or networks whose Forwarded / X-Forwarded-* headers are trusted (comma list)
-    #[arg(long, env = "LIGHTBOX_TRUSTED_PROXIES", value_name = "CIDR,...", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "LIGHTBOX_TRUSTED_PROXIES",
+        value_name = "CIDR,...",
+        value_delimiter = ','
+    )]
     pub trusted_proxies: Option<Vec<String>>,
     /// Origins allowed to call DICOMweb from a browser (comma list; * = any) [default: *]
-    #[arg(long, env = "LIGHTBOX_CORS_ORIGINS", value_name = "ORIGIN,...", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "LIGHTBOX_CORS_ORIGINS",
+        value_name = "ORIGIN,...",
+        value_delimiter = ','
+    )]
     pub cors_origins: Option<Vec<String>>,
     /// Largest STOW request body, e.g. 4GiB, 500MB, 1048576 [default: 4GiB]
     #[arg(long, env = "LIGHTBOX_MAX_UPLOAD", value_name = "SIZE")]
@@ -211,10 +221,34 @@ mod tests {
     #[test]
     fn bad_values_name_the_setting() {
         let bad = |s: Settings| finish(s).unwrap_err();
-        assert!(bad(Settings { listen: Some("nowhere".into()), ..Default::default() }).starts_with("listen:"));
-        assert!(bad(Settings { max_upload: Some("12 parsecs".into()), ..Default::default() }).starts_with("max_upload:"));
-        assert!(bad(Settings { trusted_proxies: Some(vec!["x".into()]), ..Default::default() }).starts_with("trusted_proxies:"));
-        assert!(bad(Settings { public_url: Some("ftp://x".into()), ..Default::default() }).starts_with("public_url:"));
+        assert!(
+            bad(Settings {
+                listen: Some("nowhere".into()),
+                ..Default::default()
+            })
+            .starts_with("listen:")
+        );
+        assert!(
+            bad(Settings {
+                max_upload: Some("12 parsecs".into()),
+                ..Default::default()
+            })
+            .starts_with("max_upload:")
+        );
+        assert!(
+            bad(Settings {
+                trusted_proxies: Some(vec!["x".into()]),
+                ..Default::default()
+            })
+            .starts_with("trusted_proxies:")
+        );
+        assert!(
+            bad(Settings {
+                public_url: Some("ftp://x".into()),
+                ..Default::default()
+            })
+            .starts_with("public_url:")
+        );
         assert!(toml::from_str::<Settings>("lisen = \"x\"").is_err());
     }
 

@@ -20,7 +20,11 @@ pub async fn healthz(principal: Principal, state: web::Data<AppState>) -> Result
     .await?;
     let reserve = state.config.disk_reserve_bytes;
     let disk_ok = free.is_none_or(|f| f >= reserve);
-    let status = if index_ok && disk_ok { "ok" } else { "degraded" };
+    let status = if index_ok && disk_ok {
+        "ok"
+    } else {
+        "degraded"
+    };
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
         .json(json!({

@@ -123,7 +123,10 @@ mod tests {
 
     #[test]
     fn accepts_real_uids_and_strips_padding() {
-        assert_eq!(Uid::parse("1.2.840.10008.1.2\0").unwrap().as_str(), "1.2.840.10008.1.2");
+        assert_eq!(
+            Uid::parse("1.2.840.10008.1.2\0").unwrap().as_str(),
+            "1.2.840.10008.1.2"
+        );
         assert_eq!(Uid::parse("1.2.3 ").unwrap().as_str(), "1.2.3");
         assert!(Uid::parse(&"1".repeat(64)).is_ok());
     }

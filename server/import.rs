@@ -18,8 +18,13 @@
 //! read: `DICM` at offset 128 is a Part 10 file, `DICM` at offset 0 a Part 10 file without its
 //! preamble (the store adds one). Files without any meta header whose first tag is in group
 //! 0008 (data sets written raw by old CD writers, implicit or explicit VR little endian) are
-//! read with dicom-object and rewritten as Part 10 files; they are kept only when they carry a
-//! SOP Class UID and a SOP Instance UID. Everything else is "not DICOM".
+//! kept when their leading group 0008 elements hold a SOP Class UID and a SOP Instance UID
+//! (every length checked against the bytes): a file meta group built with dicom-object's
+//! `FileMetaTableBuilder` is put in front of the unchanged data set bytes, and the store then
+//! parses the result like any other file. (The data set is not decoded and re-encoded here:
+//! that would alter bytes, and dicom-rs allocates an element's declared length before reading
+//! it, so any garbage file starting with `08 00` could claim gigabytes.) Everything else is
+//! "not DICOM".
 //!
 //! A `DICOMDIR` is only an index: it is skipped and the paths it lists are never followed; the
 //! walk finds the files by itself (so a CD with a stale or missing DICOMDIR imports fine).
@@ -140,7 +145,7 @@ fn open_store(config: &Config, hint: &str) -> Result<Store, String> {
         // `SledRepo::open` maps sled's "could not acquire lock" to this message.
         RepoError::Locked(m) if m.starts_with("the index at ") && m.contains(" is in use by ") => {
             format!(
-                "the data directory {} is in use by a running Lightbox server; stop it first{hint}",
+                "the data directory {} is in use by a running Lightbox server (or another import); stop it first{hint}",
                 config.data.display()
             )
         }

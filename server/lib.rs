@@ -67,12 +67,14 @@ fn cors(config: &Config) -> Cors {
 pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
     let config = state.config.clone();
     cfg.app_data(state)
-        .app_data(web::PathConfig::default().error_handler(|e, _| {
-            Error::BadRequest(format!("invalid path: {e}")).into()
-        }))
-        .app_data(web::QueryConfig::default().error_handler(|e, _| {
-            Error::BadRequest(format!("invalid query: {e}")).into()
-        }))
+        .app_data(
+            web::PathConfig::default()
+                .error_handler(|e, _| Error::BadRequest(format!("invalid path: {e}")).into()),
+        )
+        .app_data(
+            web::QueryConfig::default()
+                .error_handler(|e, _| Error::BadRequest(format!("invalid query: {e}")).into()),
+        )
         .route("/healthz", web::get().to(health::healthz))
         .service(
             web::scope("/dicom-web")
@@ -84,7 +86,10 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
 
 /// Open the store, bind, serve until SIGINT/SIGTERM, then flush. `on_bound` receives the
 /// address actually bound (useful with port 0).
-pub async fn run(config: Config, on_bound: impl FnOnce(std::net::SocketAddr)) -> std::io::Result<()> {
+pub async fn run(
+    config: Config,
+    on_bound: impl FnOnce(std::net::SocketAddr),
+) -> std::io::Result<()> {
     if !config.listen.ip().is_loopback() && !config.insecure_no_auth {
         return Err(std::io::Error::other(format!(
             "refusing to listen on {}: Lightbox has no accounts yet, so anyone who can reach \
@@ -102,8 +107,9 @@ pub async fn run(config: Config, on_bound: impl FnOnce(std::net::SocketAddr)) ->
         tracing::info!(?report, "recovered the store after an unclean stop");
     }
     let store = Arc::new(store);
-    let listener = TcpListener::bind(config.listen)
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen)))?;
+    let listener = TcpListener::bind(config.listen).map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
+    })?;
     let bound = listener.local_addr()?;
     let urls = http::urls::UrlConfig {
         public_url: config.public_url.clone(),

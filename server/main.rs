@@ -15,7 +15,13 @@ use lightbox::config::{self, Settings};
 #[command(version, propagate_version = true)]
 struct Cli {
     /// TOML configuration file (keys as the long flags: listen, data, public_url, ...)
-    #[arg(long, short, global = true, env = "LIGHTBOX_CONFIG", value_name = "FILE")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "LIGHTBOX_CONFIG",
+        value_name = "FILE"
+    )]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,

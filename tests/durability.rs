@@ -19,20 +19,39 @@ fn study_is_consistent(store: &Store) -> BTreeMap<String, (String, String, Strin
     let mut per_study: BTreeMap<String, u64> = BTreeMap::new();
     for r in &records {
         let path = store.blobs.path(&r.blob);
-        assert!(path.is_file(), "index names a missing file {}", path.display());
-        assert_eq!(lightbox::store::blob::content_hash(&path).unwrap(), r.hash, "file content differs from the index");
+        assert!(
+            path.is_file(),
+            "index names a missing file {}",
+            path.display()
+        );
+        assert_eq!(
+            lightbox::store::blob::content_hash(&path).unwrap(),
+            r.hash,
+            "file content differs from the index"
+        );
         *per_series.entry(r.series.to_string()).or_default() += 1;
         *per_study.entry(r.study.to_string()).or_default() += 1;
-        seen.insert(r.sop.to_string(), (r.study.to_string(), r.series.to_string(), r.hash.clone()));
+        seen.insert(
+            r.sop.to_string(),
+            (r.study.to_string(), r.series.to_string(), r.hash.clone()),
+        );
     }
     for (series, n) in &per_series {
-        let rec = store.repo.series(&lightbox::ids::SeriesUid::parse(series).unwrap()).unwrap().unwrap();
+        let rec = store
+            .repo
+            .series(&lightbox::ids::SeriesUid::parse(series).unwrap())
+            .unwrap()
+            .unwrap();
         assert_eq!(rec.instance_count, *n, "series {series} count");
         let members = store.repo.instances_of_series(&rec.series).unwrap();
         assert_eq!(members.len() as u64, *n);
     }
     for (study, n) in &per_study {
-        let rec = store.repo.study(&lightbox::ids::StudyUid::parse(study).unwrap()).unwrap().unwrap();
+        let rec = store
+            .repo
+            .study(&lightbox::ids::StudyUid::parse(study).unwrap())
+            .unwrap()
+            .unwrap();
         assert_eq!(rec.instance_count, *n, "study {study} count");
         let series = store.repo.series_of_study(&rec.study).unwrap();
         assert_eq!(rec.series_count, series.len() as u64);
@@ -74,7 +93,11 @@ fn parallel_stows_into_one_study_leave_exact_counts() {
     let seen = study_is_consistent(&store);
     let total = (clients * requests * per_request) as u64;
     assert_eq!(seen.len() as u64, total);
-    let study = store.repo.study(&lightbox::ids::StudyUid::parse(STUDY).unwrap()).unwrap().unwrap();
+    let study = store
+        .repo
+        .study(&lightbox::ids::StudyUid::parse(STUDY).unwrap())
+        .unwrap()
+        .unwrap();
     assert_eq!(study.instance_count, total);
     assert_eq!(study.series_count, 3);
     assert_eq!(study.modalities.get("CT"), Some(&3));
@@ -93,16 +116,28 @@ fn kill_9_during_stows_loses_no_acknowledged_instance_and_indexes_nothing_partia
             let url = url.clone();
             let acked = acked.clone();
             std::thread::spawn(move || {
-                let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
+                let client = reqwest::blocking::Client::builder()
+                    .timeout(Duration::from_secs(20))
+                    .build()
+                    .unwrap();
                 for r in 0.. {
                     if Instant::now() > stop_at + Duration::from_secs(5) {
                         break;
                     }
-                    let sops: Vec<String> = (0..4).map(|i| format!("{STUDY}.8.{c}.{r}.{i}")).collect();
+                    let sops: Vec<String> =
+                        (0..4).map(|i| format!("{STUDY}.8.{c}.{r}.{i}")).collect();
                     let parts: Vec<Vec<u8>> = sops
                         .iter()
                         .enumerate()
-                        .map(|(i, sop)| make_instance(STUDY, &format!("{STUDY}.{}", i % 2 + 1), sop, "P1", 200_000))
+                        .map(|(i, sop)| {
+                            make_instance(
+                                STUDY,
+                                &format!("{STUDY}.{}", i % 2 + 1),
+                                sop,
+                                "P1",
+                                200_000,
+                            )
+                        })
                         .collect();
                     let resp = client
                         .post(&url)
@@ -129,16 +164,26 @@ fn kill_9_during_stows_loses_no_acknowledged_instance_and_indexes_nothing_partia
         h.join().unwrap();
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(!acked.is_empty(), "some uploads were acknowledged before the crash");
+    assert!(
+        !acked.is_empty(),
+        "some uploads were acknowledged before the crash"
+    );
 
     // Recovery runs on open.
     let (store, report) = Store::open(&data).unwrap();
-    eprintln!("recovery after kill -9: {report:?}, {} acknowledged", acked.len());
+    eprintln!(
+        "recovery after kill -9: {report:?}, {} acknowledged",
+        acked.len()
+    );
     let seen = study_is_consistent(&store);
     for sop in &acked {
         assert!(seen.contains_key(sop), "acknowledged instance {sop} lost");
     }
-    assert_eq!(std::fs::read_dir(data.join("tmp")).unwrap().count(), 0, "temp files removed");
+    assert_eq!(
+        std::fs::read_dir(data.join("tmp")).unwrap().count(),
+        0,
+        "temp files removed"
+    );
     // Every file on disk is named by the index.
     let files = store.blobs.list().unwrap();
     assert_eq!(files.iter().filter(|f| f.is_ok()).count(), seen.len());
@@ -154,7 +199,13 @@ fn kill_9_during_stows_loses_no_acknowledged_instance_and_indexes_nothing_partia
     let (st, _, _) = stow(
         &format!("{}/studies", s2.dicomweb()),
         &stow_content_type(),
-        multipart(&[make_instance(STUDY, &format!("{STUDY}.1"), &format!("{STUDY}.7.1"), "P1", 2048)]),
+        multipart(&[make_instance(
+            STUDY,
+            &format!("{STUDY}.1"),
+            &format!("{STUDY}.7.1"),
+            "P1",
+            2048,
+        )]),
     );
     assert_eq!(st, 200);
 }

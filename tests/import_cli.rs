@@ -125,6 +125,10 @@ fn build_cd(dir: &Path) -> PathBuf {
         &d.join("SUB/IM000006"),
         &instance("2.25.1006", EXPLICIT_VR_LE),
     );
+    write(
+        &d.join("SUB/IM000007"),
+        &strip_meta(&instance("2.25.1007", EXPLICIT_VR_LE)),
+    );
     write(&d.join("notes.txt"), b"not an image");
     // DICM but no readable meta header: rejected by the store (0xC000).
     let mut broken = vec![0u8; 128];
@@ -147,7 +151,10 @@ fn build_cd(dir: &Path) -> PathBuf {
     for (name, bytes) in [
         ("DICOM/A/IM1", instance("2.25.2001", EXPLICIT_VR_LE)),
         ("DICOM/A/IM2", instance("2.25.2002", IMPLICIT_VR_LE)),
-        ("DICOM/A/IM3", strip_meta(&instance("2.25.2003", IMPLICIT_VR_LE))),
+        (
+            "DICOM/A/IM3",
+            strip_meta(&instance("2.25.2003", IMPLICIT_VR_LE)),
+        ),
         ("DICOMDIR", dicomdir.clone()),
         ("old/inner.zip", b"PK\x03\x04".to_vec()),
     ] {
@@ -380,4 +387,28 @@ fn refuses_clearly_while_a_server_holds_the_data_directory() {
     assert!(out.status.success());
     assert_eq!(totals(&stdout).stored, 1);
     assert_eq!(reindexed(&data), 1);
+}
+
+#[test]
+fn commits_many_files_in_batches_and_never_reads_its_own_data_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("usb");
+    for i in 0..150 {
+        write(
+            &tree.join(format!("S{}/IM{i:05}", i % 3)),
+            &instance(&format!("2.25.5000{i}"), EXPLICIT_VR_LE),
+        );
+    }
+    // The data directory inside the imported folder: its files must not be read back.
+    let data = tree.join("lightbox-data");
+    let (out, stdout) = import(&data, &[&tree]);
+    assert!(out.status.success());
+    assert_eq!(totals(&stdout).stored, 150);
+    assert_eq!(skipped(&stdout, "the data directory itself"), 1);
+
+    let (out, stdout) = import(&data, &[&tree]);
+    assert!(out.status.success());
+    let t = totals(&stdout);
+    assert_eq!((t.stored, t.unchanged, t.rejected), (0, 150, 0), "{stdout}");
+    assert_eq!(reindexed(&data), 150);
 }

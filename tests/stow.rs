@@ -53,11 +53,18 @@ fn stores_every_transfer_syntax_and_keeps_bytes_except_preamble() {
     assert_eq!(headers["content-type"], "application/dicom+json");
     assert_eq!(headers["cache-control"], "private, no-store");
     assert_eq!(referenced(&body).len(), VALID.len());
-    assert!(body.get("00081198").is_none(), "no FailedSOPSequence when all stored");
+    assert!(
+        body.get("00081198").is_none(),
+        "no FailedSOPSequence when all stored"
+    );
     // RetrieveURL of each instance is absolute and names study/series/instance.
     let item = &body["00081199"]["Value"][0];
     let url = item["00081190"]["Value"][0].as_str().unwrap();
-    assert!(url.starts_with(&s.url) && url.contains("/dicom-web/studies/") && url.contains("/instances/"));
+    assert!(
+        url.starts_with(&s.url)
+            && url.contains("/dicom-web/studies/")
+            && url.contains("/instances/")
+    );
 
     // Files on disk equal the originals except the (zeroed) preamble.
     let stored = s.stored_files();
@@ -69,7 +76,10 @@ fn stores_every_transfer_syntax_and_keeps_bytes_except_preamble() {
             .map(|p| std::fs::read(p).unwrap())
             .find(|b| b.len() == orig.len() && b[128..] == orig[128..])
             .unwrap_or_else(|| panic!("{name} not stored byte-identically"));
-        assert!(hit[..128].iter().all(|&b| b == 0), "{name}: preamble not zeroed");
+        assert!(
+            hit[..128].iter().all(|&b| b == 0),
+            "{name}: preamble not zeroed"
+        );
     }
     assert_eq!(s.stop(), Some(0), "graceful shutdown exits 0");
     // The index knows them all, with frame indexes for the walkable files.
@@ -84,7 +94,11 @@ fn preamble_is_zeroed_and_single_part_and_chunked_bodies_work() {
     let garbage = fixture_bytes("preamble_garbage.dcm");
     assert!(garbage[..128].iter().any(|&b| b != 0));
     // Single-part application/dicom.
-    let (status, _, body) = stow(&format!("{}/studies", s.dicomweb()), "application/dicom", garbage.clone());
+    let (status, _, body) = stow(
+        &format!("{}/studies", s.dicomweb()),
+        "application/dicom",
+        garbage.clone(),
+    );
     assert_eq!(status, 200, "{body}");
     let files = s.stored_files();
     assert_eq!(files.len(), 1);
@@ -94,7 +108,13 @@ fn preamble_is_zeroed_and_single_part_and_chunked_bodies_work() {
 
     // Chunked transfer encoding, unquoted type and boundary, parts without Content-Type,
     // and an informational transfer-syntax parameter.
-    let body = multipart_with(&[fixture_bytes("ct_explicit.dcm"), fixture_bytes("ct_rle.dcm")], None);
+    let body = multipart_with(
+        &[
+            fixture_bytes("ct_explicit.dcm"),
+            fixture_bytes("ct_rle.dcm"),
+        ],
+        None,
+    );
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
         body.chunks(1000).map(|c| Ok(c.to_vec())).collect();
     let r = reqwest::blocking::Client::new()
@@ -132,7 +152,13 @@ impl<I: Iterator<Item = Result<Vec<u8>, std::io::Error>>> Read for ChunkReader<I
 fn refusals_carry_the_annex_i_codes_and_statuses() {
     let s = Server::start(&[]);
     let url = format!("{}/studies", s.dicomweb());
-    let one = |name: &str| stow(&url, &stow_content_type(), multipart(&[fixture_bytes(name)]));
+    let one = |name: &str| {
+        stow(
+            &url,
+            &stow_content_type(),
+            multipart(&[fixture_bytes(name)]),
+        )
+    };
 
     // Unparseable: Other Failures Sequence, 0xC000, 400.
     let (st, _, b) = one("garbage.bin");
@@ -173,13 +199,20 @@ fn refusals_carry_the_annex_i_codes_and_statuses() {
     );
     assert_eq!(st, 409, "{b}");
     assert_eq!(failure_codes(&b, "00081198"), vec![0x0110]);
-    assert_eq!(b["00081190"]["Value"][0].as_str().unwrap(), format!("{url}/1.2.3.4.5"));
+    assert_eq!(
+        b["00081190"]["Value"][0].as_str().unwrap(),
+        format!("{url}/1.2.3.4.5")
+    );
 
     // Mixed good and bad: 202 with both sequences.
     let (st, _, b) = stow(
         &url,
         &stow_content_type(),
-        multipart(&[fixture_bytes("ct_implicit.dcm"), fixture_bytes("garbage.bin"), fixture_bytes("truncated.dcm")]),
+        multipart(&[
+            fixture_bytes("ct_implicit.dcm"),
+            fixture_bytes("garbage.bin"),
+            fixture_bytes("truncated.dcm"),
+        ]),
     );
     assert_eq!(st, 202, "{b}");
     assert_eq!(referenced(&b).len(), 1);
@@ -205,12 +238,18 @@ fn wrong_media_types_and_bad_requests() {
             .unwrap();
         assert_eq!(r.status().as_u16(), want, "{ct}");
         let j: serde_json::Value = r.json().unwrap();
-        assert!(j["message"].as_str().unwrap().len() > 10, "readable message for {ct}: {j}");
+        assert!(
+            j["message"].as_str().unwrap().len() > 10,
+            "readable message for {ct}: {j}"
+        );
         j
     };
     let j = check("application/json", 415);
     assert!(j["message"].as_str().unwrap().contains("multipart/related"));
-    let j = check(&format!("multipart/related; type=\"application/dicom+json\"; boundary={BOUNDARY}"), 415);
+    let j = check(
+        &format!("multipart/related; type=\"application/dicom+json\"; boundary={BOUNDARY}"),
+        415,
+    );
     assert!(j["message"].as_str().unwrap().contains("not supported yet"));
     check("multipart/related; type=\"application/dicom\"", 400); // no boundary
     // A response type we cannot produce: 406 naming what is available.
@@ -260,31 +299,54 @@ fn wrong_media_types_and_bad_requests() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     assert_eq!(r.headers()["content-type"], "application/dicom+xml");
-    assert!(r.text().unwrap().contains("<DicomAttribute tag=\"00081199\" vr=\"SQ\">"));
+    assert!(
+        r.text()
+            .unwrap()
+            .contains("<DicomAttribute tag=\"00081199\" vr=\"SQ\">")
+    );
     // The server is still up.
-    assert_eq!(client().get(format!("{}/healthz", s.url)).send().unwrap().status().as_u16(), 200);
+    assert_eq!(
+        client()
+            .get(format!("{}/healthz", s.url))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
 }
 
 #[test]
 fn oversized_bodies_get_413_and_leave_nothing() {
     let s = Server::start(&["--max-upload", "20000"]);
     let url = format!("{}/studies", s.dicomweb());
-    let big = multipart(&[fixture_bytes("ct_explicit.dcm"), fixture_bytes("ct_implicit.dcm"), fixture_bytes("rgb_explicit.dcm")]);
+    let big = multipart(&[
+        fixture_bytes("ct_explicit.dcm"),
+        fixture_bytes("ct_implicit.dcm"),
+        fixture_bytes("rgb_explicit.dcm"),
+    ]);
     // Declared Content-Length over the limit.
     let (st, _, b) = stow(&url, &stow_content_type(), big.clone());
     assert_eq!(st, 413, "{b}");
     assert_eq!(b["code"], "payload-too-large");
     // Chunked, so the limit is found while streaming.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = big.chunks(4096).map(|c| Ok(c.to_vec())).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        big.chunks(4096).map(|c| Ok(c.to_vec())).collect();
     let r = client()
         .post(&url)
         .header("Content-Type", stow_content_type())
-        .body(reqwest::blocking::Body::new(ChunkReader(chunks.into_iter(), Vec::new())))
+        .body(reqwest::blocking::Body::new(ChunkReader(
+            chunks.into_iter(),
+            Vec::new(),
+        )))
         .send();
     if let Ok(r) = r {
         assert_eq!(r.status().as_u16(), 413);
     }
-    assert!(eventually(Duration::from_secs(5), || s.temp_files() == 0), "temp files removed");
+    assert!(
+        eventually(Duration::from_secs(5), || s.temp_files() == 0),
+        "temp files removed"
+    );
     assert!(s.stored_files().is_empty());
 }
 
@@ -306,7 +368,10 @@ fn disk_reserve_refuses_with_a700() {
 fn client_abort_leaves_no_temp_files_and_server_stays_up() {
     let s = Server::start(&[]);
     let addr = s.url.trim_start_matches("http://").to_owned();
-    let body = multipart(&[fixture_bytes("ct_explicit.dcm"), fixture_bytes("rgb_explicit.dcm")]);
+    let body = multipart(&[
+        fixture_bytes("ct_explicit.dcm"),
+        fixture_bytes("rgb_explicit.dcm"),
+    ]);
     let mut conn = TcpStream::connect(&addr).unwrap();
     write!(
         conn,
@@ -319,9 +384,16 @@ fn client_abort_leaves_no_temp_files_and_server_stays_up() {
     conn.flush().unwrap();
     std::thread::sleep(Duration::from_millis(300));
     drop(conn); // abort mid-body
-    assert!(eventually(Duration::from_secs(10), || s.temp_files() == 0), "temp files left behind");
+    assert!(
+        eventually(Duration::from_secs(10), || s.temp_files() == 0),
+        "temp files left behind"
+    );
     assert!(s.stored_files().is_empty(), "half an upload was stored");
-    let (st, _, _) = stow(&format!("{}/studies", s.dicomweb()), &stow_content_type(), multipart(&[fixture_bytes("ct_explicit.dcm")]));
+    let (st, _, _) = stow(
+        &format!("{}/studies", s.dicomweb()),
+        &stow_content_type(),
+        multipart(&[fixture_bytes("ct_explicit.dcm")]),
+    );
     assert_eq!(st, 200);
 }
 
@@ -329,7 +401,13 @@ fn client_abort_leaves_no_temp_files_and_server_stays_up() {
 fn restore_rules_noop_replace_move_and_patient_conflict() {
     let mut s = Server::start(&[]);
     let url = format!("{}/studies", s.dicomweb());
-    let send = |name: &str| stow(&url, &stow_content_type(), multipart(&[fixture_bytes(name)]));
+    let send = |name: &str| {
+        stow(
+            &url,
+            &stow_content_type(),
+            multipart(&[fixture_bytes(name)]),
+        )
+    };
     assert_eq!(send("ct_explicit.dcm").0, 200);
     assert_eq!(send("ct_rle.dcm").0, 200);
     let before = s.stored_files();
@@ -341,25 +419,52 @@ fn restore_rules_noop_replace_move_and_patient_conflict() {
     let after = s.stored_files();
     assert_eq!(after.len(), 2);
     let changed = fixture_bytes("ct_explicit_changed.dcm");
-    assert!(after.iter().any(|p| std::fs::read(p).unwrap()[128..] == changed[128..]));
+    assert!(
+        after
+            .iter()
+            .any(|p| std::fs::read(p).unwrap()[128..] == changed[128..])
+    );
     // Moved to another study/series.
     assert_eq!(send("ct_moved.dcm").0, 200);
     // Another patient in the same study: stored, flagged, warned.
     let (st, h, b) = send("patient_conflict.dcm");
     assert_eq!(st, 200, "{b}");
-    assert!(h["warning"].to_str().unwrap().contains("more than one patient"));
+    assert!(
+        h["warning"]
+            .to_str()
+            .unwrap()
+            .contains("more than one patient")
+    );
     assert_eq!(s.stop(), Some(0));
 
     let store = open_store(&s.data);
-    let moved_sop = read_uid(&fixture("ct_moved.dcm"), dicom_dictionary_std::tags::SOP_INSTANCE_UID);
-    let moved_study = read_uid(&fixture("ct_moved.dcm"), dicom_dictionary_std::tags::STUDY_INSTANCE_UID);
-    let rec = store.repo.instance(&lightbox::ids::SopInstanceUid::parse(&moved_sop).unwrap()).unwrap().unwrap();
+    let moved_sop = read_uid(
+        &fixture("ct_moved.dcm"),
+        dicom_dictionary_std::tags::SOP_INSTANCE_UID,
+    );
+    let moved_study = read_uid(
+        &fixture("ct_moved.dcm"),
+        dicom_dictionary_std::tags::STUDY_INSTANCE_UID,
+    );
+    let rec = store
+        .repo
+        .instance(&lightbox::ids::SopInstanceUid::parse(&moved_sop).unwrap())
+        .unwrap()
+        .unwrap();
     assert_eq!(rec.study.as_str(), moved_study);
-    let old_study = store.repo.study(&StudyUid::parse(FIXTURE_STUDY).unwrap()).unwrap().unwrap();
+    let old_study = store
+        .repo
+        .study(&StudyUid::parse(FIXTURE_STUDY).unwrap())
+        .unwrap()
+        .unwrap();
     // ct_rle + patient_conflict remain in the fixture study; ct_explicit moved out.
     assert_eq!(old_study.instance_count, 2);
     assert!(old_study.patient_conflict());
-    let new_study = store.repo.study(&StudyUid::parse(&moved_study).unwrap()).unwrap().unwrap();
+    let new_study = store
+        .repo
+        .study(&StudyUid::parse(&moved_study).unwrap())
+        .unwrap()
+        .unwrap();
     assert_eq!(new_study.instance_count, 1);
     assert_eq!(new_study.series_count, 1);
     assert!(!new_study.patient_conflict());
@@ -376,8 +481,15 @@ fn iso_2022_names_are_decoded_to_utf8_in_the_index() {
     assert_eq!(st, 200, "{b}");
     assert_eq!(s.stop(), Some(0));
     let store = open_store(&s.data);
-    let sop = read_uid(&fixture("iso2022_jp_generated.dcm"), dicom_dictionary_std::tags::SOP_INSTANCE_UID);
-    let rec = store.repo.instance(&lightbox::ids::SopInstanceUid::parse(&sop).unwrap()).unwrap().unwrap();
+    let sop = read_uid(
+        &fixture("iso2022_jp_generated.dcm"),
+        dicom_dictionary_std::tags::SOP_INSTANCE_UID,
+    );
+    let rec = store
+        .repo
+        .instance(&lightbox::ids::SopInstanceUid::parse(&sop).unwrap())
+        .unwrap()
+        .unwrap();
     let study = store.repo.study(&rec.study).unwrap().unwrap();
     let pn = &study.attrs["00100010"]["Value"][0];
     assert_eq!(pn["Alphabetic"], "Yamada^Tarou");
@@ -389,9 +501,19 @@ fn iso_2022_names_are_decoded_to_utf8_in_the_index() {
 #[test]
 fn metadata_template_and_frame_index_are_recorded_at_ingest() {
     let mut s = Server::start(&[]);
-    let names = ["mf_native.dcm", "mf_jpeg_nobot.dcm", "mf_rle_bot.dcm", "mf_jpeg_fragmented.dcm", "ct_deflate.dcm"];
+    let names = [
+        "mf_native.dcm",
+        "mf_jpeg_nobot.dcm",
+        "mf_rle_bot.dcm",
+        "mf_jpeg_fragmented.dcm",
+        "ct_deflate.dcm",
+    ];
     let parts: Vec<Vec<u8>> = names.iter().map(|n| fixture_bytes(n)).collect();
-    let (st, _, b) = stow(&format!("{}/studies", s.dicomweb()), &stow_content_type(), multipart(&parts));
+    let (st, _, b) = stow(
+        &format!("{}/studies", s.dicomweb()),
+        &stow_content_type(),
+        multipart(&parts),
+    );
     assert_eq!(st, 200, "{b}");
     assert_eq!(s.stop(), Some(0));
     let store = open_store(&s.data);
@@ -400,8 +522,14 @@ fn metadata_template_and_frame_index_are_recorded_at_ingest() {
         let sop = lightbox::ids::SopInstanceUid::parse(&sop).unwrap();
         let rec = store.repo.instance(&sop).unwrap().unwrap();
         let meta = store.repo.metadata(&sop).unwrap().unwrap();
-        assert_eq!(meta["7FE00010"]["BulkDataURI"], "bulkdata/7FE00010", "{name}");
-        assert!(meta.get("00020010").is_none(), "{name}: no file meta group in metadata");
+        assert_eq!(
+            meta["7FE00010"]["BulkDataURI"], "bulkdata/7FE00010",
+            "{name}"
+        );
+        assert!(
+            meta.get("00020010").is_none(),
+            "{name}: no file meta group in metadata"
+        );
         let frames_declared = meta["00280008"]["Value"][0]
             .as_str()
             .map(|v| v.trim().parse::<usize>().unwrap())
@@ -421,17 +549,32 @@ fn metadata_template_and_frame_index_are_recorded_at_ingest() {
 fn cors_preflight_and_headers() {
     let s = Server::start(&[]);
     let r = client()
-        .request(reqwest::Method::OPTIONS, format!("{}/studies", s.dicomweb()))
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/studies", s.dicomweb()),
+        )
         .header("Origin", "https://viewer.example.org")
         .header("Access-Control-Request-Method", "POST")
-        .header("Access-Control-Request-Headers", "authorization, content-type")
+        .header(
+            "Access-Control-Request-Headers",
+            "authorization, content-type",
+        )
         .send()
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     let h = r.headers();
     assert_eq!(h["access-control-allow-origin"], "*");
-    let allowed = h["access-control-allow-headers"].to_str().unwrap().to_ascii_lowercase();
-    for want in ["authorization", "accept", "content-type", "if-none-match", "range"] {
+    let allowed = h["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    for want in [
+        "authorization",
+        "accept",
+        "content-type",
+        "if-none-match",
+        "range",
+    ] {
         assert!(allowed.contains(want), "{want} in {allowed}");
     }
     assert!(h.get("access-control-allow-credentials").is_none());
@@ -445,8 +588,17 @@ fn cors_preflight_and_headers() {
             .unwrap();
         (r.status(), r.headers().clone(), ())
     };
-    let exposed = h["access-control-expose-headers"].to_str().unwrap().to_ascii_lowercase();
-    for want in ["content-type", "content-length", "content-location", "warning", "etag"] {
+    let exposed = h["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    for want in [
+        "content-type",
+        "content-length",
+        "content-location",
+        "warning",
+        "etag",
+    ] {
         assert!(exposed.contains(want), "{want} in {exposed}");
     }
 }
@@ -454,7 +606,12 @@ fn cors_preflight_and_headers() {
 #[test]
 fn healthz_and_startup_refusals() {
     let s = Server::start(&[]);
-    let j: serde_json::Value = client().get(format!("{}/healthz", s.url)).send().unwrap().json().unwrap();
+    let j: serde_json::Value = client()
+        .get(format!("{}/healthz", s.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     assert_eq!(j["status"], "ok");
     assert_eq!(j["store"]["status"], "ok");
     assert_eq!(j["version"], env!("CARGO_PKG_VERSION"));
@@ -486,6 +643,12 @@ fn healthz_and_startup_refusals() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("127.0.0.1:4321"), "env wins over file: {text}");
-    assert!(text.contains("max_upload_bytes = 1000000"), "file wins over default: {text}");
+    assert!(
+        text.contains("127.0.0.1:4321"),
+        "env wins over file: {text}"
+    );
+    assert!(
+        text.contains("max_upload_bytes = 1000000"),
+        "file wins over default: {text}"
+    );
 }

@@ -14,8 +14,8 @@ use dicom_core::value::{PrimitiveValue, Value};
 use dicom_core::{DataElement, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
-use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use dicom_object::{FileMetaTable, InMemDicomObject, OpenFileOptions};
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
@@ -154,7 +154,10 @@ fn text(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
         Value::Primitive(PrimitiveValue::U8(bytes)) => String::from_utf8_lossy(bytes).into_owned(),
         _ => e.to_str().ok()?.into_owned(),
     };
-    let s = s.trim_end_matches(['\0', ' ']).trim_start_matches(' ').to_owned();
+    let s = s
+        .trim_end_matches(['\0', ' '])
+        .trim_start_matches(' ')
+        .to_owned();
     (!s.is_empty()).then_some(s)
 }
 
@@ -176,7 +179,10 @@ pub fn parse_file(path: &Path) -> Result<Parsed, Failure> {
     let mut reader = BufReader::with_capacity(64 * 1024, file);
     let mut head = [0u8; 132];
     reader.read_exact(&mut head).map_err(|_| {
-        Failure::new(reason::CANNOT_UNDERSTAND, "not a DICOM Part 10 file: too short")
+        Failure::new(
+            reason::CANNOT_UNDERSTAND,
+            "not a DICOM Part 10 file: too short",
+        )
     })?;
     if sniff(&head) != Layout::Part10 {
         return Err(Failure::new(
@@ -246,10 +252,7 @@ pub fn parse_file(path: &Path) -> Result<Parsed, Failure> {
     let study = StudyUid(get_uid(tags::STUDY_INSTANCE_UID, "StudyInstanceUID")?);
     let series = SeriesUid(get_uid(tags::SERIES_INSTANCE_UID, "SeriesInstanceUID")?);
     let ids_fail = |code: u16, msg: String| {
-        Failure::new(code, msg).with_uids(
-            Some(sop_class.to_string()),
-            Some(sop.to_string()),
-        )
+        Failure::new(code, msg).with_uids(Some(sop_class.to_string()), Some(sop.to_string()))
     };
     if sop_class.as_str() == DICOMDIR_SOP_CLASS {
         return Err(ids_fail(
@@ -276,7 +279,9 @@ pub fn parse_file(path: &Path) -> Result<Parsed, Failure> {
         .map(|s| s.trim().to_owned())
         .collect();
     let own_decoding = charset::needs_own_decoding(&charsets);
-    let walkable = ts == EXPLICIT_LE || ts == IMPLICIT_LE || !(ts == BIG_ENDIAN || DEFLATED.contains(&ts.as_str()));
+    let walkable = ts == EXPLICIT_LE
+        || ts == IMPLICIT_LE
+        || !(ts == BIG_ENDIAN || DEFLATED.contains(&ts.as_str()));
     let walked = if walkable {
         let explicit = ts != IMPLICIT_LE;
         let opts = WalkOptions {
@@ -287,12 +292,16 @@ pub fn parse_file(path: &Path) -> Result<Parsed, Failure> {
         let result = match first {
             // Some writers declare Explicit VR but encode Implicit VR (dicom-rs reads these
             // adaptively); accept the file when it walks cleanly as implicit.
-            Err(e) if explicit => walk::walk(&mut reader, dataset_start, false, file_len, &opts)
-                .map_err(|_| e),
+            Err(e) if explicit => {
+                walk::walk(&mut reader, dataset_start, false, file_len, &opts).map_err(|_| e)
+            }
             other => other,
         };
         Some(result.map_err(|e| {
-            ids_fail(reason::CANNOT_UNDERSTAND, format!("malformed data set: {e}"))
+            ids_fail(
+                reason::CANNOT_UNDERSTAND,
+                format!("malformed data set: {e}"),
+            )
         })?)
     } else {
         // Big endian / deflate cannot be walked by offset: prove the file is complete by
@@ -470,9 +479,7 @@ fn template_into(
                 }
                 out.insert(key, Json::Object(e));
             }
-            Value::Primitive(p)
-                if is_binary(vr) && p.calculate_byte_len() > BULK_THRESHOLD =>
-            {
+            Value::Primitive(p) if is_binary(vr) && p.calculate_byte_len() > BULK_THRESHOLD => {
                 out.insert(
                     key,
                     serde_json::json!({"vr": vr.to_string(), "BulkDataURI": path}),

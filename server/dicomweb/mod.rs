@@ -9,5 +9,8 @@ use actix_web::web;
 /// here.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/studies", web::post().to(stow::store_instances))
-        .route("/studies/{study}", web::post().to(stow::store_study_instances));
+        .route(
+            "/studies/{study}",
+            web::post().to(stow::store_study_instances),
+        );
 }

@@ -67,9 +67,12 @@ fn body_kind(req: &HttpRequest) -> Result<BodyKind> {
         .get(header::CONTENT_TYPE)
         .ok_or_else(|| Error::UnsupportedMediaType(format!("no Content-Type; {SUPPORTED}")))?
         .to_str()
-        .map_err(|_| Error::UnsupportedMediaType(format!("unreadable Content-Type; {SUPPORTED}")))?;
-    let range = MediaRange::parse(ct)
-        .map_err(|_| Error::UnsupportedMediaType(format!("malformed Content-Type {ct:?}; {SUPPORTED}")))?;
+        .map_err(|_| {
+            Error::UnsupportedMediaType(format!("unreadable Content-Type; {SUPPORTED}"))
+        })?;
+    let range = MediaRange::parse(ct).map_err(|_| {
+        Error::UnsupportedMediaType(format!("malformed Content-Type {ct:?}; {SUPPORTED}"))
+    })?;
     match range.essence().as_str() {
         "multipart/related" => {
             if let Some(t) = range.param("type") {
@@ -167,7 +170,15 @@ pub async fn store_study_instances(
     state: web::Data<AppState>,
     path: web::Path<StudyUid>,
 ) -> Result<HttpResponse> {
-    store(req, payload, principal, query, state, Some(path.into_inner())).await
+    store(
+        req,
+        payload,
+        principal,
+        query,
+        state,
+        Some(path.into_inner()),
+    )
+    .await
 }
 
 async fn store(
@@ -178,7 +189,13 @@ async fn store(
     state: web::Data<AppState>,
     study: Option<StudyUid>,
 ) -> Result<HttpResponse> {
-    access::check(&state, &principal, Action::Store { study: study.clone() })?;
+    access::check(
+        &state,
+        &principal,
+        Action::Store {
+            study: study.clone(),
+        },
+    )?;
     query.reject_unknown(&["accept"])?;
     let ranges = media::requested_ranges(&req, &query)?;
     let response_type = media::negotiate(&ranges, RESPONSE_OFFERS)?.index;
@@ -217,7 +234,11 @@ async fn store(
         BodyKind::Multipart { boundary } => {
             let mut mp = MultipartReader::new(payload, &boundary);
             let mut index = 0usize;
-            while let Some(headers) = mp.next_part().await.map_err(|e| multipart_error(index + 1, e))? {
+            while let Some(headers) = mp
+                .next_part()
+                .await
+                .map_err(|e| multipart_error(index + 1, e))?
+            {
                 index += 1;
                 let part_type = headers
                     .get("content-type")
@@ -229,7 +250,11 @@ async fn store(
                 );
                 if !acceptable {
                     // Skip the part so the next one can be read.
-                    while let Some(chunk) = mp.read_chunk().await.map_err(|e| multipart_error(index, e))? {
+                    while let Some(chunk) = mp
+                        .read_chunk()
+                        .await
+                        .map_err(|e| multipart_error(index, e))?
+                    {
                         total += chunk.len() as u64;
                         if total > max {
                             return Err(too_large(max));
@@ -245,7 +270,11 @@ async fn store(
                     continue;
                 }
                 let mut w = PartWriter::create(&state, &mut guard).await?;
-                while let Some(chunk) = mp.read_chunk().await.map_err(|e| multipart_error(index, e))? {
+                while let Some(chunk) = mp
+                    .read_chunk()
+                    .await
+                    .map_err(|e| multipart_error(index, e))?
+                {
                     total += chunk.len() as u64;
                     if total > max {
                         return Err(too_large(max));
@@ -288,7 +317,9 @@ async fn store(
         }
     }
     if staged.is_empty() && failed.is_empty() && other_failures.is_empty() {
-        return Err(Error::BadRequest("the request holds no DICOM instances".into()));
+        return Err(Error::BadRequest(
+            "the request holds no DICOM instances".into(),
+        ));
     }
 
     // Commit: durable files, index, one flush. Runs to completion even if the client leaves.
@@ -323,7 +354,14 @@ async fn store(
         }
     }
     let base = base_url(&req, &state.urls);
-    Ok(respond(&base, study.as_ref(), &stored, &failed, &other_failures, response_type))
+    Ok(respond(
+        &base,
+        study.as_ref(),
+        &stored,
+        &failed,
+        &other_failures,
+        response_type,
+    ))
 }
 
 fn too_large(max: u64) -> Error {
@@ -429,7 +467,11 @@ fn respond(
     };
     let mut resp = HttpResponse::build(status);
     resp.insert_header((header::CACHE_CONTROL, "private, no-store"));
-    if failed.iter().chain(other).any(|f| f.code == reason::OUT_OF_RESOURCES) {
+    if failed
+        .iter()
+        .chain(other)
+        .any(|f| f.code == reason::OUT_OF_RESOURCES)
+    {
         resp.insert_header((
             header::WARNING,
             "A700 lightbox \"free disk space is below the configured reserve\"",

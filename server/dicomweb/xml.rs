@@ -46,7 +46,13 @@ fn dataset(obj: &serde_json::Map<String, Json>, out: &mut String) {
                         for group in ["Alphabetic", "Ideographic", "Phonetic"] {
                             if let Some(s) = pn.get(group).and_then(Json::as_str) {
                                 out.push_str(&format!("<{group}>"));
-                                let comps = ["FamilyName", "GivenName", "MiddleName", "NamePrefix", "NameSuffix"];
+                                let comps = [
+                                    "FamilyName",
+                                    "GivenName",
+                                    "MiddleName",
+                                    "NamePrefix",
+                                    "NameSuffix",
+                                ];
                                 for (c, part) in comps.iter().zip(s.split('^')) {
                                     if !part.is_empty() {
                                         out.push_str(&format!("<{c}>{}</{c}>", esc(part)));
@@ -57,7 +63,9 @@ fn dataset(obj: &serde_json::Map<String, Json>, out: &mut String) {
                         }
                         out.push_str("</PersonName>");
                     }
-                    (_, Json::String(s)) => out.push_str(&format!("<Value number=\"{n}\">{}</Value>", esc(s))),
+                    (_, Json::String(s)) => {
+                        out.push_str(&format!("<Value number=\"{n}\">{}</Value>", esc(s)))
+                    }
                     (_, Json::Null) => out.push_str(&format!("<Value number=\"{n}\"/>")),
                     (_, other) => out.push_str(&format!("<Value number=\"{n}\">{other}</Value>")),
                 }

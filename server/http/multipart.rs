@@ -163,7 +163,8 @@ where
                     };
                     let block = self.buf.split_to(end);
                     self.buf.advance(2);
-                    let text = std::str::from_utf8(&block).map_err(|_| MultipartError::BadHeaders)?;
+                    let text =
+                        std::str::from_utf8(&block).map_err(|_| MultipartError::BadHeaders)?;
                     let mut headers = Vec::new();
                     for line in text.split("\r\n").filter(|l| !l.is_empty()) {
                         let (n, v) = line.split_once(':').ok_or(MultipartError::BadHeaders)?;
@@ -207,7 +208,10 @@ where
 mod tests {
     use super::*;
 
-    async fn parts(body: &[u8], chunk: usize) -> Result<Vec<(PartHeaders, Vec<u8>)>, MultipartError> {
+    async fn parts(
+        body: &[u8],
+        chunk: usize,
+    ) -> Result<Vec<(PartHeaders, Vec<u8>)>, MultipartError> {
         let chunks: Vec<Result<Bytes, std::convert::Infallible>> = body
             .chunks(chunk)
             .map(|c| Ok(Bytes::copy_from_slice(c)))
@@ -225,7 +229,10 @@ mod tests {
     }
 
     fn run<T>(f: impl std::future::Future<Output = T>) -> T {
-        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
     }
 
     #[test]
@@ -255,13 +262,20 @@ mod tests {
             run(parts(b"--b0undary\r\n\r\nDATA without end", 4)).unwrap_err(),
             MultipartError::Incomplete
         );
-        assert_eq!(run(parts(b"no boundary at all", 4)).unwrap_err(), MultipartError::NoFirstBoundary);
+        assert_eq!(
+            run(parts(b"no boundary at all", 4)).unwrap_err(),
+            MultipartError::NoFirstBoundary
+        );
         assert_eq!(
             run(parts(b"--b0undaryXX\r\n\r\nA\r\n--b0undary--", 4)).unwrap_err(),
             MultipartError::BadBoundaryLine
         );
         assert_eq!(
-            run(parts(b"--b0undary\r\nno colon here\r\n\r\nA\r\n--b0undary--", 4)).unwrap_err(),
+            run(parts(
+                b"--b0undary\r\nno colon here\r\n\r\nA\r\n--b0undary--",
+                4
+            ))
+            .unwrap_err(),
             MultipartError::BadHeaders
         );
     }

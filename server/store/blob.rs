@@ -35,7 +35,7 @@ impl BlobKey {
         }
         let sop = SopInstanceUid(Uid::parse(sop).ok()?);
         let key = BlobKey::new(&sop, &format!("{hash}{}", "0".repeat(48)));
-        (key.0 == rel).then(|| (key, sop))
+        (key.0 == rel).then_some((key, sop))
     }
 
     pub fn as_str(&self) -> &str {

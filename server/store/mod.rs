@@ -39,7 +39,9 @@ pub enum RepoError {
 impl From<RepoError> for crate::error::Error {
     fn from(e: RepoError) -> Self {
         match e {
-            RepoError::Conflict(m) | RepoError::ClassMismatch(m) => crate::error::Error::Conflict(m),
+            RepoError::Conflict(m) | RepoError::ClassMismatch(m) => {
+                crate::error::Error::Conflict(m)
+            }
             other => crate::error::Error::store(other),
         }
     }
@@ -61,7 +63,7 @@ pub enum CommitOutcome {
     /// Byte-identical to what was stored: nothing changed.
     Unchanged,
     /// Changed content (possibly moved to another study/series): the old file can go.
-    Replaced { old: InstanceRecord },
+    Replaced { old: Box<InstanceRecord> },
 }
 
 /// The index. Implementations must make `commit` and `remove` atomic and keep aggregates exact
@@ -136,10 +138,16 @@ impl Store {
     /// schema version is not the current one.
     pub fn open(data: &Path) -> Result<(Self, RecoveryReport), RepoError> {
         std::fs::create_dir_all(data).map_err(|e| {
-            RepoError::Locked(format!("cannot create data directory {}: {e}", data.display()))
+            RepoError::Locked(format!(
+                "cannot create data directory {}: {e}",
+                data.display()
+            ))
         })?;
         let blobs = FsBlobStore::open(data).map_err(|e| {
-            RepoError::Locked(format!("cannot open {}: {e}", data.join("objects").display()))
+            RepoError::Locked(format!(
+                "cannot open {}: {e}",
+                data.join("objects").display()
+            ))
         })?;
         let repo = SledRepo::open(&data.join("index"))?;
         let store = Store {
@@ -150,7 +158,9 @@ impl Store {
         let report = store.recover()?;
         match store.repo.schema_version()? {
             Some(v) if v == SCHEMA_VERSION => {}
-            None if store.repo.counts()?.2 == 0 && store.blobs.list().map(|l| l.is_empty()).unwrap_or(true) => {
+            None if store.repo.counts()?.2 == 0
+                && store.blobs.list().map(|l| l.is_empty()).unwrap_or(true) =>
+            {
                 store.repo.clear()?;
             }
             other => {
@@ -181,7 +191,10 @@ impl Store {
                 Ok((key, sop)) => {
                     let named = self.repo.instance(&sop)?.is_some_and(|r| r.blob == key);
                     if !named {
-                        tracing::warn!(file = key.as_str(), "recovery: removing a file no index entry names (an upload that never completed)");
+                        tracing::warn!(
+                            file = key.as_str(),
+                            "recovery: removing a file no index entry names (an upload that never completed)"
+                        );
                         self.blobs.remove(&key).map_err(io)?;
                         report.orphan_files_removed += 1;
                     }
@@ -207,7 +220,10 @@ impl Store {
     }
 
     /// Rebuild the whole index from the files. `progress(done, total)` is called per file.
-    pub fn reindex(&self, mut progress: impl FnMut(usize, usize)) -> Result<ReindexReport, RepoError> {
+    pub fn reindex(
+        &self,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<ReindexReport, RepoError> {
         let io = |e: std::io::Error| RepoError::Corrupt(format!("reindex: {e}"));
         let mut files: Vec<(BlobKey, std::time::SystemTime)> = self
             .blobs
@@ -295,7 +311,11 @@ impl Store {
     /// Store staged files: durable files first, then the index, then one flush. Results are in
     /// input order. Blocking.
     /// Instances that would take free disk space below `disk_reserve` bytes fail with 0xA700.
-    pub fn commit_batch(&self, staged: Vec<Staged>, disk_reserve: u64) -> Vec<Result<Stored, Failure>> {
+    pub fn commit_batch(
+        &self,
+        staged: Vec<Staged>,
+        disk_reserve: u64,
+    ) -> Vec<Result<Stored, Failure>> {
         let mut results: Vec<Option<Result<Stored, Failure>>> = Vec::with_capacity(staged.len());
         let mut pending: Vec<(usize, NewInstance)> = Vec::new();
         // 1. Files: fsync + rename, skipping byte-identical re-sends.
@@ -320,7 +340,12 @@ impl Store {
                 }
                 Ok(Some(old)) if old.hash == s.hash => {
                     let _ = std::fs::remove_file(&s.temp);
-                    let conflict = self.repo.study(&old.study).ok().flatten().is_some_and(|st| st.patient_conflict());
+                    let conflict = self
+                        .repo
+                        .study(&old.study)
+                        .ok()
+                        .flatten()
+                        .is_some_and(|st| st.patient_conflict());
                     results.push(Some(Ok(Stored {
                         study: old.study,
                         series: old.series,
@@ -349,7 +374,10 @@ impl Store {
             let key = BlobKey::new(&s.parsed.sop, &s.hash);
             if let Err(e) = self.blobs.commit(&s.temp, &key) {
                 let _ = std::fs::remove_file(&s.temp);
-                results.push(Some(Err(fail(reason::PROCESSING_FAILURE, format!("write failed: {e}")))));
+                results.push(Some(Err(fail(
+                    reason::PROCESSING_FAILURE,
+                    format!("write failed: {e}"),
+                ))));
                 continue;
             }
             results.push(None);
@@ -359,8 +387,14 @@ impl Store {
         if let Err(e) = self.blobs.sync_dirs(&keys) {
             for (i, n) in &pending {
                 let _ = self.blobs.remove(&n.record.blob);
-                results[*i] = Some(Err(Failure::new(reason::PROCESSING_FAILURE, format!("sync failed: {e}"))
-                    .with_uids(Some(n.record.sop_class.to_string()), Some(n.record.sop.to_string()))));
+                results[*i] = Some(Err(Failure::new(
+                    reason::PROCESSING_FAILURE,
+                    format!("sync failed: {e}"),
+                )
+                .with_uids(
+                    Some(n.record.sop_class.to_string()),
+                    Some(n.record.sop.to_string()),
+                )));
             }
             pending.clear();
         }
@@ -379,12 +413,17 @@ impl Store {
                         CommitOutcome::Unchanged => StoredKind::Unchanged,
                         CommitOutcome::Replaced { old } => {
                             if old.blob != rec.blob {
-                                superseded.push(old.blob);
+                                superseded.push(old.blob.clone());
                             }
                             StoredKind::Replaced
                         }
                     };
-                    let conflict = self.repo.study(&rec.study).ok().flatten().is_some_and(|st| st.patient_conflict());
+                    let conflict = self
+                        .repo
+                        .study(&rec.study)
+                        .ok()
+                        .flatten()
+                        .is_some_and(|st| st.patient_conflict());
                     Ok(Stored {
                         study: rec.study.clone(),
                         series: rec.series.clone(),
@@ -397,7 +436,12 @@ impl Store {
                 Err(e) => {
                     // The file was renamed into place but is not indexed: remove it (unless an
                     // identical concurrent upload owns the same name).
-                    let owned = self.repo.instance(&rec.sop).ok().flatten().is_some_and(|r| r.blob == rec.blob);
+                    let owned = self
+                        .repo
+                        .instance(&rec.sop)
+                        .ok()
+                        .flatten()
+                        .is_some_and(|r| r.blob == rec.blob);
                     if !owned {
                         let _ = self.blobs.remove(&rec.blob);
                     }
@@ -415,8 +459,11 @@ impl Store {
             return results
                 .into_iter()
                 .map(|r| match r {
-                    Some(Ok(s)) => Err(Failure::new(reason::PROCESSING_FAILURE, "index flush failed")
-                        .with_uids(Some(s.sop_class), Some(s.sop.to_string()))),
+                    Some(Ok(s)) => Err(Failure::new(
+                        reason::PROCESSING_FAILURE,
+                        "index flush failed",
+                    )
+                    .with_uids(Some(s.sop_class), Some(s.sop.to_string()))),
                     Some(Err(f)) => Err(f),
                     None => Err(Failure::new(reason::PROCESSING_FAILURE, "not processed")),
                 })
@@ -429,7 +476,9 @@ impl Store {
         }
         results
             .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(Failure::new(reason::PROCESSING_FAILURE, "not processed"))))
+            .map(|r| {
+                r.unwrap_or_else(|| Err(Failure::new(reason::PROCESSING_FAILURE, "not processed")))
+            })
             .collect()
     }
 

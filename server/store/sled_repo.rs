@@ -160,7 +160,7 @@ impl MetaRepo for SledRepo {
         overlay.write_into(&mut batch);
         self.tree.apply_batch(batch)?;
         Ok(match old {
-            Some(old) => CommitOutcome::Replaced { old },
+            Some(old) => CommitOutcome::Replaced { old: Box::new(old) },
             None => CommitOutcome::Stored,
         })
     }
@@ -317,7 +317,10 @@ impl<'a> Overlay<'a> {
 
     fn attach(&self, new: &NewInstance, now: u64) -> Result<(), RepoError> {
         let rec = &new.record;
-        self.put_raw(k("IE", &[rec.series.as_str(), rec.sop.as_str()]), Vec::new());
+        self.put_raw(
+            k("IE", &[rec.series.as_str(), rec.sop.as_str()]),
+            Vec::new(),
+        );
         let series_key = k("E", &[rec.series.as_str()]);
         let study_key = k("S", &[rec.study.as_str()]);
         let mut study: StudyRecord = self.get(&study_key)?.unwrap_or_else(|| StudyRecord {
@@ -357,7 +360,10 @@ impl<'a> Overlay<'a> {
             }
             None => {
                 study.series_count += 1;
-                self.put_raw(k("ES", &[rec.study.as_str(), rec.series.as_str()]), Vec::new());
+                self.put_raw(
+                    k("ES", &[rec.study.as_str(), rec.series.as_str()]),
+                    Vec::new(),
+                );
                 if let Some(m) = &rec.modality {
                     *study.modalities.entry(m.clone()).or_default() += 1;
                 }
