@@ -143,7 +143,7 @@ mod skip {
 fn open_store(config: &Config, hint: &str) -> Result<Store, String> {
     let (store, report) = Store::open(&config.data).map_err(|e| match e {
         // `SledRepo::open` maps sled's "could not acquire lock" to this message.
-        RepoError::Locked(m) if m.starts_with("the index at ") && m.contains(" is in use by ") => {
+        RepoError::Locked(_) => {
             format!(
                 "the data directory {} is in use by a running Lightbox server (or another import); stop it first{hint}",
                 config.data.display()

@@ -218,6 +218,44 @@ pub fn parse_file(path: &Path) -> Result<Parsed, Failure> {
     }
     let dataset_start = 132 + 12 + u64::from(meta.information_group_length);
 
+    // Structure walk first: it checks every declared length against the file size, so the
+    // dicom-rs parse below never allocates by a length the file cannot hold.
+    let walkable = ts == EXPLICIT_LE
+        || ts == IMPLICIT_LE
+        || !(ts == BIG_ENDIAN || DEFLATED.contains(&ts.as_str()));
+    let walked = if walkable {
+        let explicit = ts != IMPLICIT_LE;
+        let opts = WalkOptions {
+            max_depth: 16,
+            collect_text: true,
+        };
+        let first = walk::walk(&mut reader, dataset_start, explicit, file_len, &opts);
+        let result = match first {
+            // Some writers declare Explicit VR but encode Implicit VR (dicom-rs reads these
+            // adaptively); accept the file when it walks cleanly as implicit.
+            Err(e) if explicit => {
+                walk::walk(&mut reader, dataset_start, false, file_len, &opts).map_err(|_| e)
+            }
+            other => other,
+        };
+        Some(result.map_err(|e| {
+            fail(
+                reason::CANNOT_UNDERSTAND,
+                format!("malformed data set: {e}"),
+            )
+        })?)
+    } else {
+        // Big endian / deflate cannot be walked by offset: prove the file is complete by
+        // reading it whole (these syntaxes are rare and retired; files are small in practice).
+        dicom_object::open_file(path).map_err(|e| {
+            fail(
+                reason::CANNOT_UNDERSTAND,
+                format!("cannot parse the data set: {e}"),
+            )
+        })?;
+        None
+    };
+
     let obj = OpenFileOptions::new()
         .read_until(tags::PIXEL_DATA)
         .open_file(path)
@@ -279,41 +317,6 @@ pub fn parse_file(path: &Path) -> Result<Parsed, Failure> {
         .map(|s| s.trim().to_owned())
         .collect();
     let own_decoding = charset::needs_own_decoding(&charsets);
-    let walkable = ts == EXPLICIT_LE
-        || ts == IMPLICIT_LE
-        || !(ts == BIG_ENDIAN || DEFLATED.contains(&ts.as_str()));
-    let walked = if walkable {
-        let explicit = ts != IMPLICIT_LE;
-        let opts = WalkOptions {
-            max_depth: 16,
-            collect_text: own_decoding,
-        };
-        let first = walk::walk(&mut reader, dataset_start, explicit, file_len, &opts);
-        let result = match first {
-            // Some writers declare Explicit VR but encode Implicit VR (dicom-rs reads these
-            // adaptively); accept the file when it walks cleanly as implicit.
-            Err(e) if explicit => {
-                walk::walk(&mut reader, dataset_start, false, file_len, &opts).map_err(|_| e)
-            }
-            other => other,
-        };
-        Some(result.map_err(|e| {
-            ids_fail(
-                reason::CANNOT_UNDERSTAND,
-                format!("malformed data set: {e}"),
-            )
-        })?)
-    } else {
-        // Big endian / deflate cannot be walked by offset: prove the file is complete by
-        // reading it whole (these syntaxes are rare and retired; files are small in practice).
-        dicom_object::open_file(path).map_err(|e| {
-            ids_fail(
-                reason::CANNOT_UNDERSTAND,
-                format!("cannot parse the data set: {e}"),
-            )
-        })?;
-        None
-    };
 
     if own_decoding && let Some(w) = &walked {
         for (tag, vr, bytes) in &w.text {

@@ -12,7 +12,7 @@
 //! quotes (`type="application/dicom"`, PS3.18 8.7.3.5.1), and both must work. Parameter values are
 //! kept as given (only unquoted); names, types and subtypes are compared case-insensitively.
 //!
-//! ```ignore
+//! ```text
 //! const OFFERS: &[Offer] = &[
 //!     Offer::new("application/dicom+json"),
 //!     Offer::multipart("application/dicom+xml"),

@@ -26,8 +26,12 @@ use sled_repo::SledRepo;
 pub enum RepoError {
     #[error("index: {0}")]
     Sled(#[from] sled::Error),
+    /// Another process holds the index (a running server or import).
     #[error("{0}")]
     Locked(String),
+    /// The data directory cannot be created or opened.
+    #[error("{0}")]
+    Open(String),
     #[error("index record is corrupt: {0}")]
     Corrupt(String),
     #[error("{0}")]
@@ -63,7 +67,9 @@ pub enum CommitOutcome {
     /// Byte-identical to what was stored: nothing changed.
     Unchanged,
     /// Changed content (possibly moved to another study/series): the old file can go.
-    Replaced { old: Box<InstanceRecord> },
+    Replaced {
+        old: Box<InstanceRecord>,
+    },
 }
 
 /// The index. Implementations must make `commit` and `remove` atomic and keep aggregates exact
@@ -138,13 +144,13 @@ impl Store {
     /// schema version is not the current one.
     pub fn open(data: &Path) -> Result<(Self, RecoveryReport), RepoError> {
         std::fs::create_dir_all(data).map_err(|e| {
-            RepoError::Locked(format!(
+            RepoError::Open(format!(
                 "cannot create data directory {}: {e}",
                 data.display()
             ))
         })?;
         let blobs = FsBlobStore::open(data).map_err(|e| {
-            RepoError::Locked(format!(
+            RepoError::Open(format!(
                 "cannot open {}: {e}",
                 data.join("objects").display()
             ))

@@ -59,7 +59,8 @@ impl SledRepo {
             .cache_capacity(256 * 1024 * 1024)
             .open()
             .map_err(|e| match e {
-                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
+                // sled 0.34 reports a held lock as Io(Other, "could not acquire lock on ...").
+                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
                     RepoError::Locked(format!(
                         "the index at {} is in use by another Lightbox process (a running server?): {io}",
                         dir.display()
