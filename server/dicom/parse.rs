@@ -110,7 +110,6 @@ pub struct Parsed {
     pub frames: FrameAccess,
 }
 
-const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
 const IMPLICIT_LE: &str = "1.2.840.10008.1.2";
 const BIG_ENDIAN: &str = "1.2.840.10008.1.2.2";
 const DEFLATED: &[&str] = &["1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.8.1"];
@@ -220,9 +219,8 @@ pub fn parse_file(path: &Path) -> Result<Parsed, Failure> {
 
     // Structure walk first: it checks every declared length against the file size, so the
     // dicom-rs parse below never allocates by a length the file cannot hold.
-    let walkable = ts == EXPLICIT_LE
-        || ts == IMPLICIT_LE
-        || !(ts == BIG_ENDIAN || DEFLATED.contains(&ts.as_str()));
+    // Every little-endian syntax (native or encapsulated) can be walked by offset.
+    let walkable = !(ts == BIG_ENDIAN || DEFLATED.contains(&ts.as_str()));
     let walked = if walkable {
         let explicit = ts != IMPLICIT_LE;
         let opts = WalkOptions {

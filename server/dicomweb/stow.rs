@@ -214,22 +214,18 @@ async fn store(
     let mut guard = TempGuard::default();
     let mut tasks: Vec<StageTask> = Vec::new();
     let mut other_failures: Vec<Failure> = Vec::new();
-    let mut total: u64 = 0;
-    let mut payload = payload;
+    let mut limit = BodyLimit { total: 0, max };
 
     match kind {
         BodyKind::Single => {
+            let mut payload = payload;
             let mut w = PartWriter::create(&state, &mut guard).await?;
             while let Some(chunk) = payload.next().await {
                 let chunk = chunk.map_err(|e| Error::BadRequest(format!("request body: {e}")))?;
-                total += chunk.len() as u64;
-                if total > max {
-                    return Err(too_large(max));
-                }
+                limit.add(chunk.len())?;
                 w.write(&chunk).await?;
             }
-            let path = w.finish().await?;
-            tasks.push(spawn_stage(&state, path));
+            tasks.push(spawn_stage(&state, w.finish().await?));
         }
         BodyKind::Multipart { boundary } => {
             let mut mp = MultipartReader::new(payload, &boundary);
@@ -248,41 +244,32 @@ async fn store(
                     part_type.as_deref(),
                     None | Some("application/dicom") | Some("application/octet-stream")
                 );
-                if !acceptable {
-                    // Skip the part so the next one can be read.
-                    while let Some(chunk) = mp
-                        .read_chunk()
-                        .await
-                        .map_err(|e| multipart_error(index, e))?
-                    {
-                        total += chunk.len() as u64;
-                        if total > max {
-                            return Err(too_large(max));
-                        }
-                    }
-                    other_failures.push(Failure::new(
-                        reason::CANNOT_UNDERSTAND,
-                        format!(
-                            "part {index} has Content-Type {}; expected application/dicom",
-                            part_type.unwrap_or_default()
-                        ),
-                    ));
-                    continue;
-                }
-                let mut w = PartWriter::create(&state, &mut guard).await?;
+                let mut writer = if acceptable {
+                    Some(PartWriter::create(&state, &mut guard).await?)
+                } else {
+                    None
+                };
+                // Read the whole part (into the temp file, or skipped) so the next can be read.
                 while let Some(chunk) = mp
                     .read_chunk()
                     .await
                     .map_err(|e| multipart_error(index, e))?
                 {
-                    total += chunk.len() as u64;
-                    if total > max {
-                        return Err(too_large(max));
+                    limit.add(chunk.len())?;
+                    if let Some(w) = writer.as_mut() {
+                        w.write(&chunk).await?;
                     }
-                    w.write(&chunk).await?;
                 }
-                let path = w.finish().await?;
-                tasks.push(spawn_stage(&state, path));
+                match writer {
+                    Some(w) => tasks.push(spawn_stage(&state, w.finish().await?)),
+                    None => other_failures.push(Failure::new(
+                        reason::CANNOT_UNDERSTAND,
+                        format!(
+                            "part {index} has Content-Type {}; expected application/dicom",
+                            part_type.unwrap_or_default()
+                        ),
+                    )),
+                }
             }
         }
     }
@@ -362,6 +349,22 @@ async fn store(
         &other_failures,
         response_type,
     ))
+}
+
+/// Counts request body bytes against `max_upload`.
+struct BodyLimit {
+    total: u64,
+    max: u64,
+}
+
+impl BodyLimit {
+    fn add(&mut self, n: usize) -> Result<()> {
+        self.total += n as u64;
+        if self.total > self.max {
+            return Err(too_large(self.max));
+        }
+        Ok(())
+    }
 }
 
 fn too_large(max: u64) -> Error {
