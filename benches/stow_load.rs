@@ -36,6 +36,8 @@ const REFERENCE: &str = "Orthanc 1.10.1 + DICOMweb 1.7: 79 MB/s (150 instances/s
 const DD_MIB: u64 = 1024;
 
 type Res<T> = Result<T, String>;
+/// A request number and its multipart body.
+type Job = (usize, Vec<u8>);
 
 fn main() -> ExitCode {
     let full = std::env::args().any(|a| a == "--bench");
@@ -168,10 +170,10 @@ fn run(full: bool) -> Res<bool> {
     let cpu_after = proc_cpu(server.pid());
     let io = proc_io_write_bytes(server.pid());
     server.stop();
-    if let Some(code) = server.exit_code {
-        if code != 0 {
-            println!("note: the server exited with status {code} after SIGTERM");
-        }
+    if let Some(code) = server.exit_code
+        && code != 0
+    {
+        println!("note: the server exited with status {code} after SIGTERM");
     }
 
     // 5. Report.
@@ -311,10 +313,7 @@ fn client(
             return (lat, fail);
         }
     };
-    loop {
-        let Some((i, body)) = queue.lock().map(|mut q| q.pop_front()).unwrap_or(None) else {
-            break;
-        };
+    while let Some((i, body)) = next_job(queue) {
         let t = Instant::now();
         let result = http
             .post(url)
@@ -340,6 +339,11 @@ fn client(
     (lat, fail)
 }
 
+/// Pop the next request body (the lock is released before the request is sent).
+fn next_job(queue: &Mutex<VecDeque<Job>>) -> Option<Job> {
+    queue.lock().ok()?.pop_front()
+}
+
 /// Nearest-rank percentile of sorted samples.
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -350,7 +354,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// Multipart bodies of `per_request` instances each, and the total Part 10 bytes.
-fn build_bodies(k: &Knobs) -> Res<(VecDeque<(usize, Vec<u8>)>, u64)> {
+fn build_bodies(k: &Knobs) -> Res<(VecDeque<Job>, u64)> {
     let run_id: u64 = rand::random();
     let mut bodies = VecDeque::new();
     let mut total = 0u64;

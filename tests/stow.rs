@@ -652,3 +652,103 @@ fn healthz_and_startup_refusals() {
         "file wins over default: {text}"
     );
 }
+
+/// Rebuild a fixture's File Meta with another Transfer Syntax UID (explicit VR LE meta group).
+fn with_transfer_syntax(name: &str, ts: &str) -> Vec<u8> {
+    let orig = fixture_bytes(name);
+    let glen = u32::from_le_bytes(orig[140..144].try_into().unwrap()) as usize;
+    let dataset = &orig[132 + 12 + glen..];
+    let class = read_uid(&fixture(name), dicom_dictionary_std::tags::SOP_CLASS_UID);
+    let inst = read_uid(&fixture(name), dicom_dictionary_std::tags::SOP_INSTANCE_UID);
+    let mut meta = Vec::new();
+    let mut ui = |elem: u16, v: &str| {
+        let mut v = v.as_bytes().to_vec();
+        if v.len() % 2 == 1 {
+            v.push(0);
+        }
+        meta.extend_from_slice(&0x0002u16.to_le_bytes());
+        meta.extend_from_slice(&elem.to_le_bytes());
+        meta.extend_from_slice(b"UI");
+        meta.extend_from_slice(&(v.len() as u16).to_le_bytes());
+        meta.extend_from_slice(&v);
+    };
+    ui(0x0002, &class);
+    ui(0x0003, &inst);
+    ui(0x0010, ts);
+    let mut out = vec![0u8; 128];
+    out.extend_from_slice(b"DICM");
+    out.extend_from_slice(&[0x02, 0x00, 0x00, 0x00, b'U', b'L', 4, 0]);
+    out.extend_from_slice(&(meta.len() as u32 + 14).to_le_bytes());
+    out.extend_from_slice(&[0x02, 0x00, 0x01, 0x00, b'O', b'B', 0, 0, 2, 0, 0, 0, 0, 1]);
+    out.extend_from_slice(&meta);
+    out.extend_from_slice(dataset);
+    out
+}
+
+#[test]
+fn unknown_transfer_syntax_is_refused_with_c122() {
+    let s = Server::start(&[]);
+    let body = with_transfer_syntax("ct_explicit.dcm", "1.2.840.10008.1.2.4.999");
+    let (st, _, b) = stow(
+        &format!("{}/studies", s.dicomweb()),
+        &stow_content_type(),
+        multipart(&[body]),
+    );
+    assert_eq!(st, 409, "{b}");
+    assert_eq!(failure_codes(&b, "00081198"), vec![0xC122]);
+    // The same bytes under a known syntax are stored (proves the rebuilt meta is sound).
+    let body = with_transfer_syntax("ct_explicit.dcm", "1.2.840.10008.1.2.1");
+    let (st, _, b) = stow(
+        &format!("{}/studies", s.dicomweb()),
+        &stow_content_type(),
+        multipart(&[body]),
+    );
+    assert_eq!(st, 200, "{b}");
+}
+
+fn vm_hwm_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn large_uploads_stream_to_disk_with_bounded_memory() {
+    let s = Server::start(&[]);
+    let pid = s.child.as_ref().unwrap().id();
+    let before = vm_hwm_kib(pid);
+    // Three 40 MB instances in one 120 MB request.
+    let study = "1.2.826.0.1.3680043.10.1435.88.1";
+    let parts: Vec<Vec<u8>> = (0..3)
+        .map(|i| {
+            make_instance(
+                study,
+                &format!("{study}.1"),
+                &format!("{study}.1.{i}"),
+                "P9",
+                40_000_000,
+            )
+        })
+        .collect();
+    let total: usize = parts.iter().map(Vec::len).sum();
+    let (st, _, b) = stow(
+        &format!("{}/studies", s.dicomweb()),
+        &stow_content_type(),
+        multipart(&parts),
+    );
+    assert_eq!(st, 200, "{b}");
+    let grew_mib = (vm_hwm_kib(pid).saturating_sub(before)) / 1024;
+    eprintln!(
+        "request {} MB, server peak RSS grew by {grew_mib} MiB",
+        total / 1_000_000
+    );
+    assert!(
+        grew_mib < 48,
+        "peak RSS grew by {grew_mib} MiB for a {} MB request",
+        total / 1_000_000
+    );
+}

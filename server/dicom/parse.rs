@@ -215,7 +215,12 @@ pub fn parse_file(path: &Path) -> Result<Parsed, Failure> {
             format!("transfer syntax {ts} is not supported"),
         ));
     }
-    let dataset_start = 132 + 12 + u64::from(meta.information_group_length);
+    let dataset_start = meta_end(&mut reader, file_len).map_err(|why| {
+        fail(
+            reason::CANNOT_UNDERSTAND,
+            format!("malformed file meta information: {why}"),
+        )
+    })?;
 
     // Structure walk first: it checks every declared length against the file size, so the
     // dicom-rs parse below never allocates by a length the file cannot hold.
@@ -433,6 +438,46 @@ pub fn parse_file(path: &Path) -> Result<Parsed, Failure> {
         metadata,
         frames,
     })
+}
+
+/// Offset of the first data set byte: walk the File Meta elements (always Explicit VR Little
+/// Endian, PS3.10 7.1) from offset 132 while their group is 0002. Does not trust
+/// (0002,0000), which some writers get wrong or leave out.
+fn meta_end(reader: &mut (impl Read + Seek), file_len: u64) -> Result<u64, String> {
+    let mut pos = 132u64;
+    reader
+        .seek(SeekFrom::Start(pos))
+        .map_err(|e| e.to_string())?;
+    loop {
+        let mut h = [0u8; 8];
+        if pos + 8 > file_len {
+            return Ok(pos.min(file_len));
+        }
+        reader.read_exact(&mut h).map_err(|e| e.to_string())?;
+        if u16::from_le_bytes([h[0], h[1]]) != 0x0002 {
+            return Ok(pos);
+        }
+        let vr = [h[4], h[5]];
+        let (header, len) = if matches!(
+            &vr,
+            b"OB" | b"OW" | b"OF" | b"SQ" | b"UT" | b"UN" | b"UC" | b"UR" | b"OD" | b"OL" | b"OV"
+        ) {
+            let mut l = [0u8; 4];
+            reader.read_exact(&mut l).map_err(|e| e.to_string())?;
+            (12u64, u64::from(u32::from_le_bytes(l)))
+        } else {
+            (8u64, u64::from(u16::from_le_bytes([h[6], h[7]])))
+        };
+        if len == 0xFFFF_FFFF || pos + header + len > file_len {
+            return Err(format!(
+                "element at byte {pos} runs past the end of the file"
+            ));
+        }
+        pos += header + len;
+        reader
+            .seek(SeekFrom::Start(pos))
+            .map_err(|e| e.to_string())?;
+    }
 }
 
 fn trim(s: &str) -> String {

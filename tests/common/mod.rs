@@ -244,7 +244,7 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 }
 
 /// A small synthetic CT instance (Explicit VR LE) with the given UIDs and `pixels` bytes of
-/// 16-bit pixel data (rows = pixels / 2 / 64).
+/// 16-bit pixel data (64 or 1024 columns).
 pub fn make_instance(
     study: &str,
     series: &str,
@@ -255,7 +255,7 @@ pub fn make_instance(
     use dicom_core::{DataElement, PrimitiveValue, VR};
     use dicom_dictionary_std::tags;
     use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
-    let cols: u16 = 64;
+    let cols: u16 = if pixels > 1_000_000 { 1024 } else { 64 };
     let rows = (pixels / 2 / cols as usize).max(1) as u16;
     let mut obj = InMemDicomObject::new_empty();
     let s = |o: &mut InMemDicomObject, t, vr, v: &str| {
