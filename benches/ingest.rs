@@ -1,7 +1,7 @@
 //! In-process benchmarks of the ingest path for one 512×512 16-bit CT instance (~525 KB):
 //!
 //! - `ingest/parse_file`: header parse + structure walk + index attributes + metadata template;
-//! - `ingest/content_hash`: SHA-256 of the file after the preamble;
+//! - `ingest/content_hash`: BLAKE3 of the file after the preamble;
 //! - `ingest/stage`: `Store::stage` on a fresh temp file (preamble check, parse, hash);
 //! - `ingest/store_one`: what STOW-RS does per instance, for a batch of one: write the bytes to
 //!   `blobs.create_temp()`, `stage`, `commit_batch` (fsync, rename, directory fsync, index

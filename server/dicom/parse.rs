@@ -146,7 +146,7 @@ pub fn sniff(head: &[u8]) -> Layout {
 }
 
 fn text(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
-    let e = obj.element_opt(tag).ok().flatten()?;
+    let e = obj.get(tag)?;
     let s = match e.value() {
         // Values of VR UN (e.g. an implicit file whose dictionary lookup failed, or an explicit
         // writer that chose UN) arrive as raw bytes: read them as text.
@@ -161,10 +161,7 @@ fn text(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
 }
 
 fn int(obj: &InMemDicomObject, tag: Tag) -> Option<i64> {
-    obj.element_opt(tag)
-        .ok()
-        .flatten()
-        .and_then(|e| e.to_int::<i64>().ok())
+    obj.get(tag).and_then(|e| e.to_int::<i64>().ok())
 }
 
 /// Parse and validate a Part 10 file whose preamble has already been normalised (`Layout::Part10`).
@@ -311,9 +308,7 @@ pub fn parse_file(path: &Path) -> Result<Parsed, Failure> {
 
     // Structure walk: completeness, pixel data layout, raw text for ISO 2022.
     let charsets: Vec<String> = obj
-        .element_opt(tags::SPECIFIC_CHARACTER_SET)
-        .ok()
-        .flatten()
+        .get(tags::SPECIFIC_CHARACTER_SET)
         .and_then(|e| e.value().to_multi_str().ok().map(|v| v.to_vec()))
         .unwrap_or_default()
         .into_iter()
@@ -324,7 +319,7 @@ pub fn parse_file(path: &Path) -> Result<Parsed, Failure> {
     if own_decoding && let Some(w) = &walked {
         for (tag, vr, bytes) in &w.text {
             let tag = Tag((tag >> 16) as u16, (tag & 0xFFFF) as u16);
-            let Some(existing) = obj.element_opt(tag).ok().flatten() else {
+            let Some(existing) = obj.get(tag) else {
                 continue;
             };
             let vr_now = existing.vr();
@@ -353,7 +348,7 @@ pub fn parse_file(path: &Path) -> Result<Parsed, Failure> {
     // Frames.
     let frames = match walked.as_ref().and_then(|w| w.pixel_data.as_ref()) {
         _ if !walkable => {
-            if obj.element_opt(tags::ROWS).ok().flatten().is_some() {
+            if obj.get(tags::ROWS).is_some() {
                 FrameAccess::DecodeOnRequest
             } else {
                 FrameAccess::None
@@ -404,7 +399,7 @@ pub fn parse_file(path: &Path) -> Result<Parsed, Failure> {
     let subset = |list: &[Tag]| -> Json {
         let mut o = InMemDicomObject::new_empty();
         for &tag in list {
-            if let Ok(Some(e)) = obj.element_opt(tag) {
+            if let Some(e) = obj.get(tag) {
                 o.put(e.clone());
             }
         }

@@ -11,7 +11,6 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt;
 use serde_json::{Map, Value as Json, json};
-use tokio::io::AsyncWriteExt;
 
 use crate::access::{self, Action, Principal};
 use crate::dicom::parse::{Failure, reason};
@@ -104,12 +103,18 @@ fn body_kind(req: &HttpRequest) -> Result<BodyKind> {
     }
 }
 
-/// Writes one part to a temp file with a 1 MiB buffer.
+/// Writes one part to a temp file in 1 MiB blocks, hashing the bytes after the 128-byte
+/// preamble on the way (so staging need not read the file again). File writes and hashing run
+/// on the blocking pool, never on the executor.
 struct PartWriter {
     path: PathBuf,
-    file: tokio::fs::File,
+    sink: Option<(std::fs::File, blake3::Hasher)>,
     buf: Vec<u8>,
+    /// Bytes written so far.
+    written: u64,
 }
+
+const PART_BLOCK: usize = 1 << 20;
 
 impl PartWriter {
     async fn create(state: &AppState, guard: &mut TempGuard) -> Result<Self> {
@@ -118,35 +123,62 @@ impl PartWriter {
         guard.0.push(path.clone());
         Ok(PartWriter {
             path,
-            file: tokio::fs::File::from_std(file),
-            buf: Vec::with_capacity(1 << 20),
+            sink: Some((file, blake3::Hasher::new())),
+            buf: Vec::with_capacity(PART_BLOCK),
+            written: 0,
         })
     }
 
     async fn write(&mut self, chunk: &[u8]) -> Result<()> {
         self.buf.extend_from_slice(chunk);
-        if self.buf.len() >= 1 << 20 {
-            self.file.write_all(&self.buf).await?;
-            self.buf.clear();
+        if self.buf.len() >= PART_BLOCK {
+            self.flush_block().await?;
         }
         Ok(())
     }
 
-    async fn finish(mut self) -> Result<PathBuf> {
+    async fn flush_block(&mut self) -> Result<()> {
+        let (mut file, mut hasher) = self
+            .sink
+            .take()
+            .ok_or_else(|| Error::internal("part writer used after a failed write"))?;
+        let buf = std::mem::take(&mut self.buf);
+        let start = self.written;
+        let (file, hasher, mut buf) = web::block(move || -> std::io::Result<_> {
+            use std::io::Write;
+            file.write_all(&buf)?;
+            let skip = 128u64.saturating_sub(start).min(buf.len() as u64) as usize;
+            hasher.update(&buf[skip..]);
+            Ok((file, hasher, buf))
+        })
+        .await??;
+        self.written += buf.len() as u64;
+        buf.clear();
+        self.buf = buf;
+        self.sink = Some((file, hasher));
+        Ok(())
+    }
+
+    /// The temp file's path and the BLAKE3 (hex) of its bytes after offset 128.
+    async fn finish(mut self) -> Result<(PathBuf, String)> {
         if !self.buf.is_empty() {
-            self.file.write_all(&self.buf).await?;
+            self.flush_block().await?;
         }
-        self.file.flush().await?;
-        Ok(self.path)
+        let (_, hasher) = self
+            .sink
+            .take()
+            .ok_or_else(|| Error::internal("part writer used after a failed write"))?;
+        Ok((self.path, hasher.finalize().to_hex().to_string()))
     }
 }
 
 type StageTask = tokio::task::JoinHandle<std::result::Result<Staged, Failure>>;
 
-fn spawn_stage(state: &web::Data<AppState>, path: PathBuf) -> StageTask {
+fn spawn_stage(state: &web::Data<AppState>, (path, hash): (PathBuf, String)) -> StageTask {
     let store = state.store.clone();
-    // Parsing and hashing read the file: blocking work, off the executor.
-    tokio::task::spawn_blocking(move || store.stage(path))
+    // Parsing and the fdatasync are blocking work, off the executor; they overlap with
+    // receiving the next part.
+    tokio::task::spawn_blocking(move || store.stage_hashed(path, Some(hash)))
 }
 
 /// `POST /dicom-web/studies`: Store Instances (PS3.18 10.5).

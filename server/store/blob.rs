@@ -7,8 +7,6 @@ use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
 use crate::ids::{SopInstanceUid, Uid};
 
 /// Where one instance file lives, relative to `objects/`: `ab/<sop>~<hash16>.dcm`.
@@ -18,7 +16,7 @@ pub struct BlobKey(String);
 
 impl BlobKey {
     pub fn new(sop: &SopInstanceUid, content_hash: &str) -> Self {
-        let shard = &hex::encode(Sha256::digest(sop.as_str().as_bytes()))[..2];
+        let shard = &blake3::hash(sop.as_str().as_bytes()).to_hex()[..2];
         BlobKey(format!("{shard}/{sop}~{}.dcm", &content_hash[..16]))
     }
 
@@ -47,7 +45,10 @@ impl BlobKey {
 pub trait BlobStore: Send + Sync {
     /// A new, empty temporary file in the staging area.
     fn create_temp(&self) -> io::Result<(PathBuf, File)>;
-    /// Make the temp file durable and move it to `key` (the directory is synced by `sync_dirs`).
+    /// Make a finished temp file's data durable (fdatasync). Called while staging, so the
+    /// fsyncs of one request overlap with receiving its next parts.
+    fn persist_temp(&self, temp: &Path) -> io::Result<()>;
+    /// Move a persisted temp file to `key` (the directory is synced by `sync_dirs`).
     fn commit(&self, temp: &Path, key: &BlobKey) -> io::Result<()>;
     /// fsync the directories of these keys (once each).
     fn sync_dirs(&self, keys: &[&BlobKey]) -> io::Result<()>;
@@ -95,8 +96,11 @@ impl BlobStore for FsBlobStore {
         Ok((path, file))
     }
 
+    fn persist_temp(&self, temp: &Path) -> io::Result<()> {
+        File::open(temp)?.sync_data()
+    }
+
     fn commit(&self, temp: &Path, key: &BlobKey) -> io::Result<()> {
-        File::open(temp)?.sync_all()?;
         let dest = self.path(key);
         let parent = dest.parent().expect("sharded path");
         if !parent.exists() {
@@ -182,13 +186,14 @@ impl BlobStore for FsBlobStore {
     }
 }
 
-/// SHA-256 of a file's bytes after the 128-byte preamble (the preamble is always zeroed, so it
-/// carries no content). Hex encoded.
+/// BLAKE3 of a file's bytes after the 128-byte preamble (the preamble is always zeroed, so it
+/// carries no content). Hex encoded. BLAKE3 rather than SHA-256: this hash only identifies
+/// content (byte-identical re-sends, file names), and it was the largest CPU cost of ingest.
 pub fn content_hash(path: &Path) -> io::Result<String> {
     use std::io::{Read, Seek, SeekFrom};
     let mut f = File::open(path)?;
     f.seek(SeekFrom::Start(128))?;
-    let mut h = Sha256::new();
+    let mut h = blake3::Hasher::new();
     let mut buf = vec![0u8; 256 * 1024];
     loop {
         let n = f.read(&mut buf)?;
@@ -197,7 +202,7 @@ pub fn content_hash(path: &Path) -> io::Result<String> {
         }
         h.update(&buf[..n]);
     }
-    Ok(hex::encode(h.finalize()))
+    Ok(h.finalize().to_hex().to_string())
 }
 
 #[cfg(test)]

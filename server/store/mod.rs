@@ -305,9 +305,16 @@ impl Store {
     }
 
     /// Prepare a received file for storage: fix its preamble (zeroed; added when missing),
-    /// hash it and parse it. The temp file is removed on failure. Blocking.
+    /// hash and parse it, and make its data durable. The temp file is removed on failure.
+    /// Blocking.
     pub fn stage(&self, temp: PathBuf) -> Result<Staged, Failure> {
-        let result = stage_file(&self.blobs, &temp);
+        self.stage_hashed(temp, None)
+    }
+
+    /// As [`Store::stage`], with the BLAKE3 hash of the bytes after offset 128 already computed
+    /// while the file was received (used only when the file has its preamble).
+    pub fn stage_hashed(&self, temp: PathBuf, hash: Option<String>) -> Result<Staged, Failure> {
+        let result = stage_file(&self.blobs, &temp, hash);
         if result.is_err() {
             let _ = std::fs::remove_file(&temp);
         }
@@ -508,7 +515,11 @@ pub struct ReindexReport {
 }
 
 /// Zero or add the preamble in place, then hash and parse.
-fn stage_file(blobs: &Arc<dyn BlobStore>, temp: &Path) -> Result<Staged, Failure> {
+fn stage_file(
+    blobs: &Arc<dyn BlobStore>,
+    temp: &Path,
+    known_hash: Option<String>,
+) -> Result<Staged, Failure> {
     use std::io::{Seek, SeekFrom, Write};
     let pf = |e: std::io::Error| Failure::new(reason::PROCESSING_FAILURE, format!("staging: {e}"));
     let mut f = std::fs::OpenOptions::new()
@@ -518,6 +529,7 @@ fn stage_file(blobs: &Arc<dyn BlobStore>, temp: &Path) -> Result<Staged, Failure
         .map_err(pf)?;
     let mut head = [0u8; 132];
     let n = read_up_to(&mut f, &mut head).map_err(pf)?;
+    let mut known_hash = known_hash;
     let temp = match parse::sniff(&head[..n]) {
         Layout::Part10 => {
             if head[..128].iter().any(|&b| b != 0) {
@@ -528,6 +540,7 @@ fn stage_file(blobs: &Arc<dyn BlobStore>, temp: &Path) -> Result<Staged, Failure
             temp.to_path_buf()
         }
         Layout::NoPreamble => {
+            known_hash = None; // the content shifts by 128 bytes
             let (path, mut out) = blobs.create_temp().map_err(pf)?;
             out.write_all(&[0u8; 128]).map_err(pf)?;
             f.seek(SeekFrom::Start(0)).map_err(pf)?;
@@ -551,8 +564,12 @@ fn stage_file(blobs: &Arc<dyn BlobStore>, temp: &Path) -> Result<Staged, Failure
             return Err(e);
         }
     };
-    let hash = blob::content_hash(&temp).map_err(pf)?;
+    let hash = match known_hash {
+        Some(h) => h,
+        None => blob::content_hash(&temp).map_err(pf)?,
+    };
     let size = std::fs::metadata(&temp).map_err(pf)?.len();
+    blobs.persist_temp(&temp).map_err(pf)?;
     Ok(Staged {
         temp,
         parsed,

@@ -23,7 +23,7 @@ pub struct InstanceRecord {
     pub blob: BlobKey,
     /// File size in bytes.
     pub size: u64,
-    /// SHA-256 of the file after the preamble.
+    /// BLAKE3 of the file after the preamble.
     pub hash: String,
     /// Unix seconds.
     pub stored_at: u64,

@@ -57,6 +57,8 @@ impl SledRepo {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(256 * 1024 * 1024)
+            // Fewer segment rewrites: instance files dominate the disk, not the index.
+            .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(|e| match e {
                 // sled 0.34 reports a held lock as Io(Other, "could not acquire lock on ...").
