@@ -752,3 +752,63 @@ fn large_uploads_stream_to_disk_with_bounded_memory() {
         total / 1_000_000
     );
 }
+
+#[test]
+fn retrieve_urls_come_from_public_url_or_trusted_proxies_never_from_host() {
+    let post = |s: &Server, headers: &[(&str, &str)]| -> String {
+        let mut req = client()
+            .post(format!("{}/studies", s.dicomweb()))
+            .header("Content-Type", stow_content_type())
+            .body(multipart(&[fixture_bytes("ct_explicit.dcm")]));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let j: serde_json::Value = req.send().unwrap().json().unwrap();
+        j["00081190"]["Value"][0].as_str().unwrap().to_owned()
+    };
+    let spoof = [
+        ("Host", "evil.example"),
+        ("X-Forwarded-Host", "evil.example"),
+        ("X-Forwarded-Proto", "https"),
+    ];
+
+    // Untrusted peer: Host and X-Forwarded-* are ignored.
+    let s = Server::start(&[]);
+    let url = post(&s, &spoof);
+    assert!(
+        url.starts_with(&format!("{}/dicom-web/studies/", s.url)),
+        "{url}"
+    );
+
+    // public_url wins over everything.
+    let s = Server::start(&["--public-url", "https://pacs.example.org/lightbox/"]);
+    let url = post(&s, &spoof);
+    assert!(
+        url.starts_with("https://pacs.example.org/lightbox/dicom-web/studies/"),
+        "{url}"
+    );
+
+    // A trusted proxy's forwarded headers are used.
+    let s = Server::start(&["--trusted-proxies", "127.0.0.1/32"]);
+    let url = post(
+        &s,
+        &[
+            ("X-Forwarded-Host", "pacs.example.org"),
+            ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-Prefix", "/img"),
+        ],
+    );
+    assert!(
+        url.starts_with("https://pacs.example.org/img/dicom-web/studies/"),
+        "{url}"
+    );
+    // ... but never an injected value.
+    let url = post(
+        &s,
+        &[
+            ("X-Forwarded-Host", "evil.example/x?y"),
+            ("X-Forwarded-Proto", "https"),
+        ],
+    );
+    assert!(!url.contains("evil"), "{url}");
+}
