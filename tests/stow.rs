@@ -812,3 +812,47 @@ fn retrieve_urls_come_from_public_url_or_trusted_proxies_never_from_host() {
     );
     assert!(!url.contains("evil"), "{url}");
 }
+
+#[test]
+fn deflate_bombs_are_refused_and_big_endian_is_walked() {
+    use std::io::Write as _;
+    let s = Server::start(&[]);
+    // The File Meta of the deflated fixture, then 100 MB of zeros deflated to a few hundred KB
+    // (the inflate limit is 64× the file size, at least 64 MiB).
+    let orig = fixture_bytes("ct_deflate.dcm");
+    let glen = u32::from_le_bytes(orig[140..144].try_into().unwrap()) as usize;
+    let mut bomb = orig[..132 + 12 + glen].to_vec();
+    let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..100 {
+        enc.write_all(&zeros).unwrap();
+    }
+    bomb.extend(enc.finish().unwrap());
+    let pid = s.child.as_ref().unwrap().id();
+    let (st, _, b) = stow(
+        &format!("{}/studies", s.dicomweb()),
+        "application/dicom",
+        bomb,
+    );
+    assert_eq!(st, 400, "{b}");
+    let mut codes = failure_codes(&b, "00081198");
+    codes.extend(failure_codes(&b, "0008119A"));
+    assert_eq!(codes, vec![0xC000]);
+    assert!(
+        vm_hwm_kib(pid) < 200 * 1024,
+        "the bomb was inflated into memory"
+    );
+
+    // A big-endian file whose declared length runs past the end is refused by the walk,
+    // before any allocation by that length.
+    let mut be = fixture_bytes("ct_bigendian.dcm");
+    let n = be.len();
+    be.truncate(n - 1000);
+    let (st, _, b) = stow(
+        &format!("{}/studies", s.dicomweb()),
+        "application/dicom",
+        be,
+    );
+    assert_eq!(st, 400, "{b}");
+    assert_eq!(failure_codes(&b, "00081198"), vec![0xC000]);
+}

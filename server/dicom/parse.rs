@@ -221,32 +221,56 @@ pub fn parse_file(path: &Path) -> Result<Parsed, Failure> {
 
     // Structure walk first: it checks every declared length against the file size, so the
     // dicom-rs parse below never allocates by a length the file cannot hold.
-    // Every little-endian syntax (native or encapsulated) can be walked by offset.
-    let walkable = !(ts == BIG_ENDIAN || DEFLATED.contains(&ts.as_str()));
-    let walked = if walkable {
+    // Every syntax but deflate can be walked by offset (big endian only for its structure).
+    let deflated = DEFLATED.contains(&ts.as_str());
+    let big_endian = ts == BIG_ENDIAN;
+    let walked = if !deflated {
         let explicit = ts != IMPLICIT_LE;
         let opts = WalkOptions {
             max_depth: 16,
-            collect_text: true,
+            big_endian,
+            collect_text: !big_endian,
         };
         let first = walk::walk(&mut reader, dataset_start, explicit, file_len, &opts);
         let result = match first {
             // Some writers declare Explicit VR but encode Implicit VR (dicom-rs reads these
             // adaptively); accept the file when it walks cleanly as implicit.
-            Err(e) if explicit => {
+            Err(e) if explicit && !big_endian => {
                 walk::walk(&mut reader, dataset_start, false, file_len, &opts).map_err(|_| e)
             }
             other => other,
         };
-        Some(result.map_err(|e| {
+        let w = result.map_err(|e| {
             fail(
                 reason::CANNOT_UNDERSTAND,
                 format!("malformed data set: {e}"),
             )
-        })?)
+        })?;
+        (!big_endian).then_some(w)
     } else {
-        // Big endian / deflate cannot be walked by offset: prove the file is complete by
-        // reading it whole (these syntaxes are rare and retired; files are small in practice).
+        // A deflated data set cannot be walked by offset. Bound what it inflates to before
+        // dicom-rs reads it (a deflate bomb would otherwise become an allocation), then prove
+        // it complete by reading it whole (a rare, retired syntax; small files in practice).
+        let cap = (file_len.saturating_mul(64)).clamp(64 << 20, 1 << 30);
+        reader
+            .seek(SeekFrom::Start(dataset_start))
+            .map_err(io_failure)?;
+        let inflated = std::io::copy(
+            &mut flate2::read::DeflateDecoder::new(&mut reader).take(cap + 1),
+            &mut std::io::sink(),
+        )
+        .map_err(|e| {
+            fail(
+                reason::CANNOT_UNDERSTAND,
+                format!("deflated data set does not inflate: {e}"),
+            )
+        })?;
+        if inflated > cap {
+            return Err(fail(
+                reason::CANNOT_UNDERSTAND,
+                format!("deflated data set inflates to more than {cap} bytes"),
+            ));
+        }
         dicom_object::open_file(path).map_err(|e| {
             fail(
                 reason::CANNOT_UNDERSTAND,
@@ -347,7 +371,7 @@ pub fn parse_file(path: &Path) -> Result<Parsed, Failure> {
 
     // Frames.
     let frames = match walked.as_ref().and_then(|w| w.pixel_data.as_ref()) {
-        _ if !walkable => {
+        _ if deflated || big_endian => {
             if obj.get(tags::ROWS).is_some() {
                 FrameAccess::DecodeOnRequest
             } else {

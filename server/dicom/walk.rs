@@ -40,6 +40,9 @@ const TEXT_VRS: [[u8; 2]; 7] = [*b"SH", *b"LO", *b"ST", *b"LT", *b"UT", *b"UC", 
 pub struct WalkOptions {
     /// Deepest sequence nesting accepted (a top-level sequence is depth 1).
     pub max_depth: usize,
+    /// Explicit VR Big Endian (retired): headers are read big endian. Only the structure is
+    /// checked; frame indexes are not built for it.
+    pub big_endian: bool,
     /// Collect the raw bytes of top-level text elements into [`WalkResult::text`].
     pub collect_text: bool,
 }
@@ -48,6 +51,7 @@ impl Default for WalkOptions {
     fn default() -> Self {
         WalkOptions {
             max_depth: 16,
+            big_endian: false,
             collect_text: true,
         }
     }
@@ -285,7 +289,7 @@ impl<R: Read + Seek> Walker<'_, R> {
             if self.remaining() >= 4 {
                 let mut b = [0u8; 4];
                 self.read(&mut b, context, at)?;
-                tag = tag_from(&b);
+                tag = tag_from(&b, self.opts.big_endian);
             }
             return Err(WalkError::Truncated {
                 tag: if tag == TOP_LEVEL {
@@ -298,8 +302,10 @@ impl<R: Read + Seek> Walker<'_, R> {
         }
         let mut b = [0u8; 8];
         self.read(&mut b, context, at)?;
-        let tag = tag_from(&b[..4]);
-        let long = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+        let be = self.opts.big_endian;
+        let tag = tag_from(&b[..4], be);
+        // Item and delimiter headers (group FFFE) are always encoded like the data set.
+        let long = u32_at([b[4], b[5], b[6], b[7]], be);
         if !explicit || tag >> 16 == 0xFFFE {
             return Ok(Header {
                 tag,
@@ -313,9 +319,9 @@ impl<R: Read + Seek> Walker<'_, R> {
         let len = if has_long_length(vr) {
             let mut l = [0u8; 4];
             self.read(&mut l, tag, at)?;
-            u32::from_le_bytes(l)
+            u32_at(l, be)
         } else if has_short_length(vr) {
-            u32::from(u16::from_le_bytes([b[6], b[7]]))
+            u32::from(u16_at([b[6], b[7]], be))
         } else {
             return Err(WalkError::Malformed {
                 at,
@@ -549,9 +555,25 @@ impl<R: Read + Seek> Walker<'_, R> {
     }
 }
 
-fn tag_from(b: &[u8]) -> u32 {
-    (u32::from(u16::from_le_bytes([b[0], b[1]])) << 16)
-        | u32::from(u16::from_le_bytes([b[2], b[3]]))
+fn tag_from(b: &[u8], big_endian: bool) -> u32 {
+    (u32::from(u16_at([b[0], b[1]], big_endian)) << 16)
+        | u32::from(u16_at([b[2], b[3]], big_endian))
+}
+
+fn u16_at(b: [u8; 2], big_endian: bool) -> u16 {
+    if big_endian {
+        u16::from_be_bytes(b)
+    } else {
+        u16::from_le_bytes(b)
+    }
+}
+
+fn u32_at(b: [u8; 4], big_endian: bool) -> u32 {
+    if big_endian {
+        u32::from_be_bytes(b)
+    } else {
+        u32::from_le_bytes(b)
+    }
 }
 
 /// Walks the little endian data set that starts at `dataset_start` (just after the File
@@ -914,6 +936,7 @@ mod tests {
         let opts = WalkOptions {
             max_depth: 16,
             collect_text: false,
+            ..Default::default()
         };
         assert!(run_opts(&d, true, &opts).unwrap().text.is_empty());
     }
@@ -1303,11 +1326,13 @@ mod tests {
         let ok = WalkOptions {
             max_depth: 5,
             collect_text: true,
+            ..Default::default()
         };
         assert!(run_opts(&d, true, &ok).is_ok());
         let shallow = WalkOptions {
             max_depth: 4,
             collect_text: true,
+            ..Default::default()
         };
         let err = run_opts(&d, true, &shallow).unwrap_err();
         assert!(matches!(err, WalkError::TooDeep { .. }), "{err}");
