@@ -669,10 +669,7 @@ mod tests {
             let group_len = u32::from_le_bytes(data[140..144].try_into().unwrap());
             let start = 144 + u64::from(group_len);
             let mut cursor = std::io::Cursor::new(&data);
-            let opts = WalkOptions {
-                max_depth: 16,
-                collect_text: true,
-            };
+            let opts = WalkOptions::default();
             let result = walk(&mut cursor, start, true, data.len() as u64, &opts)
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
             let charsets: Vec<String> = result
