@@ -16,15 +16,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use dicom_core::value::{C, PrimitiveValue};
-use dicom_core::{DataElement, VR};
-use dicom_dictionary_std::tags;
-use dicom_object::InMemDicomObject;
-use dicom_object::meta::FileMetaTableBuilder;
 use lightbox::store::{Store, StoredKind, blob};
 
-const ROWS: usize = 512;
-const COLS: usize = 512;
+mod common;
+use common::CtSpec;
+
 /// SOP Instance UID of the template; patched in place (same length) for fresh instances.
 const TEMPLATE_SOP: &str = "2.25.100000000000000000000";
 
@@ -46,115 +42,6 @@ fn bench_dir() -> tempfile::TempDir {
         .prefix("ingest-")
         .tempdir_in(&base)
         .expect("create a temp directory for the bench")
-}
-
-/// One synthetic CT slice (Explicit VR Little Endian) as Part 10 bytes.
-fn ct_instance() -> Vec<u8> {
-    let mut obj = InMemDicomObject::new_empty();
-    let mut put = |tag, vr, v: PrimitiveValue| {
-        obj.put(DataElement::new(tag, vr, v));
-    };
-    let s = |x: &str| PrimitiveValue::from(x.to_owned());
-    let strs =
-        |xs: &[&str]| PrimitiveValue::Strs(C::from_vec(xs.iter().map(|x| x.to_string()).collect()));
-    put(tags::SPECIFIC_CHARACTER_SET, VR::CS, s("ISO_IR 100"));
-    put(
-        tags::IMAGE_TYPE,
-        VR::CS,
-        strs(&["ORIGINAL", "PRIMARY", "AXIAL"]),
-    );
-    put(tags::SOP_CLASS_UID, VR::UI, s("1.2.840.10008.5.1.4.1.1.2"));
-    put(tags::SOP_INSTANCE_UID, VR::UI, s(TEMPLATE_SOP));
-    put(tags::STUDY_DATE, VR::DA, s("20240312"));
-    put(tags::STUDY_TIME, VR::TM, s("101500"));
-    put(tags::ACCESSION_NUMBER, VR::SH, s("ACC00001"));
-    put(tags::MODALITY, VR::CS, s("CT"));
-    put(tags::MANUFACTURER, VR::LO, s("Lightbox Bench"));
-    put(tags::REFERRING_PHYSICIAN_NAME, VR::PN, s(""));
-    put(tags::STUDY_DESCRIPTION, VR::LO, s("CT CHEST ABDOMEN"));
-    put(tags::SERIES_DESCRIPTION, VR::LO, s("AXIAL 2.5mm"));
-    put(tags::PATIENT_NAME, VR::PN, s("Bench^Alice"));
-    put(tags::PATIENT_ID, VR::LO, s("BENCH-000"));
-    put(tags::PATIENT_BIRTH_DATE, VR::DA, s("19700101"));
-    put(tags::PATIENT_SEX, VR::CS, s("F"));
-    put(tags::SLICE_THICKNESS, VR::DS, s("2.5"));
-    put(tags::KVP, VR::DS, s("120"));
-    put(
-        tags::STUDY_INSTANCE_UID,
-        VR::UI,
-        s("2.25.200000000000000000001"),
-    );
-    put(
-        tags::SERIES_INSTANCE_UID,
-        VR::UI,
-        s("2.25.300000000000000000001"),
-    );
-    put(tags::STUDY_ID, VR::SH, s("1"));
-    put(tags::SERIES_NUMBER, VR::IS, s("1"));
-    put(tags::INSTANCE_NUMBER, VR::IS, s("1"));
-    put(
-        tags::IMAGE_POSITION_PATIENT,
-        VR::DS,
-        strs(&["-250", "-250", "-200.00"]),
-    );
-    put(
-        tags::IMAGE_ORIENTATION_PATIENT,
-        VR::DS,
-        strs(&["1", "0", "0", "0", "1", "0"]),
-    );
-    put(
-        tags::FRAME_OF_REFERENCE_UID,
-        VR::UI,
-        s("2.25.400000000000000000001"),
-    );
-    put(tags::SLICE_LOCATION, VR::DS, s("-200.00"));
-    put(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(1u16));
-    put(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, s("MONOCHROME2"));
-    put(tags::ROWS, VR::US, PrimitiveValue::from(ROWS as u16));
-    put(tags::COLUMNS, VR::US, PrimitiveValue::from(COLS as u16));
-    put(tags::PIXEL_SPACING, VR::DS, strs(&["0.976562", "0.976562"]));
-    put(tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(16u16));
-    put(tags::BITS_STORED, VR::US, PrimitiveValue::from(12u16));
-    put(tags::HIGH_BIT, VR::US, PrimitiveValue::from(11u16));
-    put(
-        tags::PIXEL_REPRESENTATION,
-        VR::US,
-        PrimitiveValue::from(1u16),
-    );
-    put(tags::WINDOW_CENTER, VR::DS, s("40"));
-    put(tags::WINDOW_WIDTH, VR::DS, s("400"));
-    put(tags::RESCALE_INTERCEPT, VR::DS, s("-1024"));
-    put(tags::RESCALE_SLOPE, VR::DS, s("1"));
-    put(tags::RESCALE_TYPE, VR::LO, s("HU"));
-    // Noisy disc phantom from a 64-bit LCG: never all zeros.
-    let mut state: u64 = 0x2545_F491_4F6C_DD1D;
-    let mut px = Vec::with_capacity(ROWS * COLS);
-    for y in 0..ROWS as i64 {
-        for x in 0..COLS as i64 {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            let noise = ((state >> 33) & 0x3F) as i64 - 32;
-            let (dx, dy) = (x - 256, y - 256);
-            let base = if dx * dx + dy * dy < 200 * 200 {
-                1064
-            } else {
-                0
-            };
-            px.push(((base + noise).clamp(-2048, 2047) as i16) as u16);
-        }
-    }
-    put(
-        tags::PIXEL_DATA,
-        VR::OW,
-        PrimitiveValue::U16(C::from_vec(px)),
-    );
-    let file = obj
-        .with_meta(FileMetaTableBuilder::new().transfer_syntax("1.2.840.10008.1.2.1"))
-        .expect("file meta");
-    let mut out = Vec::with_capacity(ROWS * COLS * 2 + 4096);
-    file.write_all(&mut out).expect("serialise the instance");
-    out
 }
 
 /// Offsets of every occurrence of the template SOP Instance UID (file meta and data set).
@@ -195,7 +82,10 @@ fn to_temp(store: &Store, bytes: &[u8]) -> PathBuf {
 
 fn ingest(c: &mut Criterion) {
     let dir = bench_dir();
-    let template = ct_instance();
+    let template = common::ct_instance(&CtSpec {
+        sop_uid: TEMPLATE_SOP.into(),
+        ..CtSpec::default()
+    });
     let offsets = uid_offsets(&template);
     let size = template.len() as u64;
     let file = dir.path().join("ct.dcm");

@@ -15,17 +15,11 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dicom_core::value::{C, PrimitiveValue};
-use dicom_core::{DataElement, VR};
-use dicom_dictionary_std::tags;
-use dicom_object::InMemDicomObject;
-use dicom_object::meta::FileMetaTableBuilder;
 use serde_json::json;
 
-const CT_IMAGE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.2";
-const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
-const ROWS: usize = 512;
-const COLS: usize = 512;
+mod common;
+use common::CtSpec;
+
 const PATIENTS: usize = 2;
 const STUDIES_PER_PATIENT: usize = 3;
 const SERIES_PER_STUDY: usize = 2;
@@ -375,7 +369,7 @@ fn build_bodies(k: &Knobs) -> Res<(VecDeque<Job>, u64)> {
     let mut body = Vec::new();
     let mut in_body = 0;
     for n in 0..k.instances {
-        let part10 = instance(run_id, n)?;
+        let part10 = instance(run_id, n);
         total += part10.len() as u64;
         if in_body == 0 {
             body = Vec::with_capacity((part10.len() + 128) * k.per_request + 64);
@@ -405,178 +399,41 @@ fn uid(run_id: u64, kind: u8, index: usize) -> String {
 
 /// Instance `n` of the synthetic data set (2 patients × 3 studies × 2 series × 100 slices,
 /// wrapping around for larger counts), as Part 10 bytes in Explicit VR Little Endian.
-fn instance(run_id: u64, n: usize) -> Res<Vec<u8>> {
+fn instance(run_id: u64, n: usize) -> Vec<u8> {
     let slice = n % SLICES_PER_SERIES;
     let series_n = n / SLICES_PER_SERIES;
     let study_n = series_n / SERIES_PER_STUDY;
     let series_in_study = series_n % SERIES_PER_STUDY;
     let patient = study_n / STUDIES_PER_PATIENT % PATIENTS;
-    let z = -200.0 + slice as f64 * 2.5;
-
-    let mut obj = InMemDicomObject::new_empty();
-    let mut put = |tag, vr, v: PrimitiveValue| {
-        obj.put(DataElement::new(tag, vr, v));
+    let (name, birth_date, sex) = if patient == 0 {
+        ("Bench^Alice", "19700101", "F")
+    } else {
+        ("Bench^Bob", "19820615", "M")
     };
-    let s = |x: &str| PrimitiveValue::from(x.to_owned());
-    put(tags::SPECIFIC_CHARACTER_SET, VR::CS, s("ISO_IR 100"));
-    put(
-        tags::IMAGE_TYPE,
-        VR::CS,
-        PrimitiveValue::Strs(C::from_vec(vec![
-            "ORIGINAL".into(),
-            "PRIMARY".into(),
-            "AXIAL".into(),
-        ])),
-    );
-    put(tags::SOP_CLASS_UID, VR::UI, s(CT_IMAGE_STORAGE));
-    put(tags::SOP_INSTANCE_UID, VR::UI, s(&uid(run_id, 3, n)));
-    put(
-        tags::STUDY_DATE,
-        VR::DA,
-        s(&format!(
-            "2024{:02}{:02}",
-            1 + study_n % 12,
-            1 + study_n % 28
-        )),
-    );
-    put(tags::STUDY_TIME, VR::TM, s("101500"));
-    put(
-        tags::ACCESSION_NUMBER,
-        VR::SH,
-        s(&format!("ACC{study_n:05}")),
-    );
-    put(tags::MODALITY, VR::CS, s("CT"));
-    put(tags::MANUFACTURER, VR::LO, s("Lightbox Bench"));
-    put(tags::REFERRING_PHYSICIAN_NAME, VR::PN, s(""));
-    put(tags::STUDY_DESCRIPTION, VR::LO, s("CT CHEST ABDOMEN"));
-    put(
-        tags::SERIES_DESCRIPTION,
-        VR::LO,
-        s(if series_in_study == 0 {
+    common::ct_instance(&CtSpec {
+        study_uid: uid(run_id, 1, study_n),
+        series_uid: uid(run_id, 2, series_n),
+        sop_uid: uid(run_id, 3, n),
+        frame_of_reference_uid: uid(run_id, 4, study_n),
+        study_date: format!("2024{:02}{:02}", 1 + study_n % 12, 1 + study_n % 28),
+        study_id: (study_n + 1).to_string(),
+        accession_number: format!("ACC{study_n:05}"),
+        series_description: if series_in_study == 0 {
             "AXIAL 2.5mm"
         } else {
             "AXIAL 2.5mm C+"
-        }),
-    );
-    put(
-        tags::PATIENT_NAME,
-        VR::PN,
-        s(if patient == 0 {
-            "Bench^Alice"
-        } else {
-            "Bench^Bob"
-        }),
-    );
-    put(tags::PATIENT_ID, VR::LO, s(&format!("BENCH-{patient:03}")));
-    put(
-        tags::PATIENT_BIRTH_DATE,
-        VR::DA,
-        s(if patient == 0 { "19700101" } else { "19820615" }),
-    );
-    put(
-        tags::PATIENT_SEX,
-        VR::CS,
-        s(if patient == 0 { "F" } else { "M" }),
-    );
-    put(tags::SLICE_THICKNESS, VR::DS, s("2.5"));
-    put(tags::KVP, VR::DS, s("120"));
-    put(
-        tags::STUDY_INSTANCE_UID,
-        VR::UI,
-        s(&uid(run_id, 1, study_n)),
-    );
-    put(
-        tags::SERIES_INSTANCE_UID,
-        VR::UI,
-        s(&uid(run_id, 2, series_n)),
-    );
-    put(tags::STUDY_ID, VR::SH, s(&format!("{}", study_n + 1)));
-    put(
-        tags::SERIES_NUMBER,
-        VR::IS,
-        s(&format!("{}", series_in_study + 1)),
-    );
-    put(tags::INSTANCE_NUMBER, VR::IS, s(&format!("{}", slice + 1)));
-    put(
-        tags::IMAGE_POSITION_PATIENT,
-        VR::DS,
-        PrimitiveValue::Strs(C::from_vec(vec![
-            "-250".into(),
-            "-250".into(),
-            format!("{z:.2}"),
-        ])),
-    );
-    put(
-        tags::IMAGE_ORIENTATION_PATIENT,
-        VR::DS,
-        PrimitiveValue::Strs(C::from_vec(
-            ["1", "0", "0", "0", "1", "0"]
-                .iter()
-                .map(|x| x.to_string())
-                .collect(),
-        )),
-    );
-    put(
-        tags::FRAME_OF_REFERENCE_UID,
-        VR::UI,
-        s(&uid(run_id, 4, study_n)),
-    );
-    put(tags::SLICE_LOCATION, VR::DS, s(&format!("{z:.2}")));
-    put(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(1u16));
-    put(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, s("MONOCHROME2"));
-    put(tags::ROWS, VR::US, PrimitiveValue::from(ROWS as u16));
-    put(tags::COLUMNS, VR::US, PrimitiveValue::from(COLS as u16));
-    put(
-        tags::PIXEL_SPACING,
-        VR::DS,
-        PrimitiveValue::Strs(C::from_vec(vec!["0.976562".into(), "0.976562".into()])),
-    );
-    put(tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(16u16));
-    put(tags::BITS_STORED, VR::US, PrimitiveValue::from(12u16));
-    put(tags::HIGH_BIT, VR::US, PrimitiveValue::from(11u16));
-    put(
-        tags::PIXEL_REPRESENTATION,
-        VR::US,
-        PrimitiveValue::from(1u16),
-    );
-    put(tags::WINDOW_CENTER, VR::DS, s("40"));
-    put(tags::WINDOW_WIDTH, VR::DS, s("400"));
-    put(tags::RESCALE_INTERCEPT, VR::DS, s("-1024"));
-    put(tags::RESCALE_SLOPE, VR::DS, s("1"));
-    put(tags::RESCALE_TYPE, VR::LO, s("HU"));
-    put(
-        tags::PIXEL_DATA,
-        VR::OW,
-        PrimitiveValue::U16(C::from_vec(pixels(n as u64))),
-    );
-    let file = obj
-        .with_meta(FileMetaTableBuilder::new().transfer_syntax(EXPLICIT_VR_LE))
-        .map_err(|e| format!("file meta: {e}"))?;
-    let mut out = Vec::with_capacity(ROWS * COLS * 2 + 4096);
-    file.write_all(&mut out)
-        .map_err(|e| format!("writing instance {n}: {e}"))?;
-    Ok(out)
-}
-
-/// A noisy disc phantom: air (stored 0 → -1024 HU) outside, soft tissue (~40 HU) inside,
-/// 12-bit signed values, from a 64-bit LCG seeded per slice.
-fn pixels(seed: u64) -> Vec<u16> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(ROWS * COLS);
-    let r2 = (200 * 200) as i64;
-    for y in 0..ROWS as i64 {
-        for x in 0..COLS as i64 {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            let noise = ((state >> 33) & 0x3F) as i64 - 32;
-            let (dx, dy) = (x - 256, y - 256);
-            let base = if dx * dx + dy * dy < r2 { 1064 } else { 0 };
-            let v = (base + noise).clamp(-2048, 2047) as i16;
-            out.push(v as u16);
         }
-    }
-    out
+        .into(),
+        patient_name: name.into(),
+        patient_id: format!("BENCH-{patient:03}"),
+        patient_birth_date: birth_date.into(),
+        patient_sex: sex.into(),
+        series_number: series_in_study as u32 + 1,
+        instance_number: slice as u32 + 1,
+        slice_z: -200.0 + slice as f64 * 2.5,
+        // Spread the per-slice seeds over the LCG's state space.
+        seed: (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+    })
 }
 
 /// The running server; SIGTERM then SIGKILL on drop, whatever happened.

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 use lightbox::config::{self, Settings};
 
-/// Lightbox: a self-hosted DICOMweb server (STOW-RS, QIDO-RS, WADO-RS) with a patient portal.
+/// Lightbox: a self-hosted DICOMweb server (PS3.18) with a patient portal.
 ///
 /// Every setting can come from a flag, a LIGHTBOX_* environment variable or the TOML file given
 /// with --config (in that order of precedence). Example: lightbox serve --data /srv/lightbox
