@@ -191,9 +191,10 @@ where
                 self.after_delimiter().await?;
                 return Ok(None);
             }
-            // Hand out what cannot be the start of a delimiter.
+            // Hand out at once what cannot be the start of a delimiter, so each received byte
+            // is searched about once (re-scanning a growing buffer would be quadratic).
             let keep = self.delimiter.len() - 1;
-            if self.buf.len() > keep + 64 * 1024 || (self.buf.len() > keep && self.eof) {
+            if self.buf.len() > keep {
                 let n = self.buf.len() - keep;
                 return Ok(Some(self.buf.split_to(n).freeze()));
             }
