@@ -128,7 +128,7 @@ fn ingest(c: &mut Criterion) {
             |bytes| {
                 let temp = to_temp(&store, &bytes);
                 let staged = store.stage(temp).expect("stage");
-                let result = store.commit_batch(vec![staged], 0);
+                let result = store.commit_batch(vec![staged], 0, None);
                 match result.as_slice() {
                     [Ok(s)] => assert_eq!(s.outcome, StoredKind::New),
                     other => panic!("commit_batch: {other:?}"),

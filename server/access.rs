@@ -1,51 +1,233 @@
-//! The access seam: every route takes a [`Principal`] and asks [`authorize`] before acting, and
-//! records what it did with [`audit`]. One policy for every route, so object checks are never
-//! left to each handler.
+//! The access policy: who is asking ([`Principal`], resolved once per request from the session
+//! cookie or a bearer token) and what they may do ([`authorize`]). Every route takes a
+//! `Principal` and asks here before acting; object checks are never left to each handler.
 //!
-//! Until accounts exist (issue: accounts, roles, tokens) the only principal is `Anonymous`, and
-//! the policy allows what the configuration allows: anonymous access on loopback, or anywhere
-//! with `--insecure-no-auth`. Start-up refuses any other combination.
+//! Credentials and where they count:
+//! - `Authorization: Bearer <access token>` (a JWT bound to a session): everywhere.
+//! - The session cookie: on `/api` reads; on `/api` state changes only with an `Origin` equal to
+//!   our own origin and a JSON body (CSRF); on DICOMweb GET only for same-origin requests
+//!   (`Sec-Fetch-Site: same-origin`); never for STOW (bearer only).
+//! - Anything else is anonymous. Invalid bearer tokens are refused with 401 at once.
 
-use std::future::{Ready, ready};
+use std::future::Future;
+use std::pin::Pin;
 
+use actix_web::http::{Method, header};
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
-use serde_json::json;
 
+use crate::audit::{AuditEvent, Outcome};
+use crate::auth::{Id, Role, User, accounts::session_key, now_ms};
 use crate::error::{Error, Result};
 use crate::ids::StudyUid;
 use crate::state::AppState;
 
+/// Name of the session cookie.
+pub const SESSION_COOKIE: &str = "lightbox_session";
+
+/// How an authenticated request proved who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    Cookie,
+    Bearer,
+}
+
 /// Who is asking.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Principal {
-    /// No credentials (the only kind before accounts exist).
-    Anonymous { ip: Option<String> },
+    Anonymous {
+        ip: Option<String>,
+    },
+    User {
+        user: Box<User>,
+        /// Stored key of the session (hash of its id).
+        session_key: String,
+        via: Via,
+        ip: Option<String>,
+    },
 }
 
 impl Principal {
     pub fn ip(&self) -> Option<&str> {
         match self {
-            Principal::Anonymous { ip } => ip.as_deref(),
+            Principal::Anonymous { ip } | Principal::User { ip, .. } => ip.as_deref(),
         }
     }
 
-    /// A stable label for the audit trail.
-    pub fn label(&self) -> String {
+    pub fn user(&self) -> Option<&User> {
         match self {
-            Principal::Anonymous { .. } => "anonymous".into(),
+            Principal::User { user, .. } => Some(user),
+            Principal::Anonymous { .. } => None,
         }
+    }
+
+    pub fn role(&self) -> Option<Role> {
+        self.user().map(|u| u.role)
+    }
+
+    /// An audit event pre-filled with who and from where.
+    pub fn event(&self, event: &str, action: &str, outcome: Outcome) -> AuditEvent {
+        AuditEvent {
+            time_ms: now_ms(),
+            event: event.to_owned(),
+            action: action.to_owned(),
+            outcome,
+            user_id: self.user().map(|u| u.id.to_string()),
+            role: self.role().map(|r| r.as_str().to_owned()),
+            ip: self.ip().map(str::to_owned),
+            studies: Vec::new(),
+            detail: serde_json::Value::Null,
+        }
+    }
+}
+
+/// The client address: the socket peer, or the first `X-Forwarded-For` hop when the peer is a
+/// trusted proxy.
+pub fn client_ip(req: &HttpRequest, state: &AppState) -> Option<String> {
+    let peer = req.peer_addr()?.ip();
+    if state.urls.trusts(peer)
+        && let Some(first) = req
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.trim().parse::<std::net::IpAddr>().ok())
+    {
+        return Some(first.to_string());
+    }
+    Some(peer.to_string())
+}
+
+/// May the session cookie authenticate this request? (CSRF rules, see the module doc.)
+fn cookie_counts(req: &HttpRequest, state: &AppState) -> bool {
+    let path = req.path();
+    let safe = matches!(*req.method(), Method::GET | Method::HEAD);
+    if path.starts_with("/dicom-web") || path.starts_with("/wado") {
+        return safe
+            && req
+                .headers()
+                .get("sec-fetch-site")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v == "same-origin");
+    }
+    if safe {
+        return true;
+    }
+    let origin_ok = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|o| o == own_origin(req, state));
+    let json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.trim()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        });
+    origin_ok && json
+}
+
+/// `scheme://host[:port]` of our public base URL.
+pub fn own_origin(req: &HttpRequest, state: &AppState) -> String {
+    let base = crate::http::urls::base_url(req, &state.urls);
+    match base
+        .find("://")
+        .and_then(|i| base[i + 3..].find('/').map(|j| i + 3 + j))
+    {
+        Some(end) => base[..end].to_owned(),
+        None => base,
     }
 }
 
 impl FromRequest for Principal {
     type Error = Error;
-    type Future = Ready<Result<Self>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(Ok(Principal::Anonymous {
-            ip: req.peer_addr().map(|a| a.ip().to_string()),
-        }))
+        let req = req.clone();
+        Box::pin(async move {
+            let state = req
+                .app_data::<web::Data<AppState>>()
+                .cloned()
+                .ok_or_else(|| Error::internal("no application state"))?;
+            let ip = client_ip(&req, &state);
+            let bearer = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+                .map(str::to_owned);
+            let (key, via) = if let Some(auth) = bearer {
+                let token = auth
+                    .strip_prefix("Bearer ")
+                    .or_else(|| auth.strip_prefix("bearer "))
+                    .ok_or_else(|| {
+                        Error::Unauthenticated("only Bearer tokens are accepted".into())
+                    })?
+                    .trim();
+                let claims = state.tokens.verify(token).ok_or_else(|| {
+                    Error::Unauthenticated("the access token is invalid or expired".into())
+                })?;
+                (claims.sid, Via::Bearer)
+            } else if let Some(c) = req.cookie(SESSION_COOKIE)
+                && cookie_counts(&req, &state)
+            {
+                (session_key(c.value()), Via::Cookie)
+            } else {
+                return Ok(Principal::Anonymous { ip });
+            };
+            match resolve_session(&state, key.clone()).await? {
+                Some(user) => Ok(Principal::User {
+                    user: Box::new(user),
+                    session_key: key,
+                    via,
+                    ip,
+                }),
+                None if via == Via::Bearer => Err(Error::Unauthenticated(
+                    "the session of this token has ended; sign in again".into(),
+                )),
+                None => Ok(Principal::Anonymous { ip }),
+            }
+        })
     }
+}
+
+/// Look a session up, enforce idle and absolute timeouts and the account's state, and record
+/// its use. `None` when it is not (or no longer) valid.
+async fn resolve_session(state: &web::Data<AppState>, key: String) -> Result<Option<User>> {
+    let st = state.clone();
+    // sled reads and writes: blocking.
+    web::block(move || -> Result<Option<User>> {
+        let acc = &st.accounts;
+        let Some(mut s) = acc.session(&key)? else {
+            return Ok(None);
+        };
+        let now = now_ms();
+        let idle = st.config.session_idle.as_millis() as u64;
+        let absolute = st.config.session_absolute.as_millis() as u64;
+        if now.saturating_sub(s.last_seen_ms) > idle || now.saturating_sub(s.created_ms) > absolute
+        {
+            acc.end_session(&key)?;
+            return Ok(None);
+        }
+        let Some(user) = acc.user(&s.user_id)? else {
+            acc.end_session(&key)?;
+            return Ok(None);
+        };
+        if user.disabled || user.expired(now) {
+            // At expiry or when disabled, every session of the account dies.
+            acc.end_sessions_of(&user.id, None)?;
+            return Ok(None);
+        }
+        if now.saturating_sub(s.last_seen_ms) > 60_000 {
+            s.last_seen_ms = now;
+            acc.touch_session(&key, &s)?;
+        }
+        Ok(Some(user))
+    })
+    .await?
 }
 
 /// What a principal wants to do.
@@ -53,77 +235,77 @@ impl FromRequest for Principal {
 pub enum Action {
     /// STOW-RS, optionally into one named study.
     Store { study: Option<StudyUid> },
-    /// Read server health (no patient data).
+    /// Read or change one's own account (me, password, sign out, delete).
+    OwnAccount,
+    /// Change one's own password (allowed while a change is required).
+    ChangeOwnPassword,
+    /// Manage users and settings.
+    ManageUsers,
+    /// Server health (no patient data).
     Health,
 }
 
-impl Action {
-    fn name(&self) -> &'static str {
-        match self {
-            Action::Store { .. } => "store",
-            Action::Health => "health",
-        }
-    }
+/// Whose studies a STOW may touch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreScope {
+    /// Staff: any study.
+    Any,
+    /// Patients and facilities: only studies they own; new studies become theirs.
+    OwnedBy(Id),
+}
+
+fn signed_in(principal: &Principal) -> Result<&User> {
+    principal
+        .user()
+        .ok_or_else(|| Error::Unauthenticated("sign-in required".into()))
 }
 
 /// The one policy. `Err(Unauthenticated)` when credentials are needed, `Err(Forbidden)` when
-/// the caller may see the object but not do this, `Err(NotFound)` when it may not see it.
-pub fn authorize(state: &AppState, principal: &Principal, action: &Action) -> Result<()> {
-    match (principal, action) {
-        (_, Action::Health) => Ok(()),
-        (Principal::Anonymous { .. }, _) => {
-            if anonymous_allowed(&state.config) {
-                Ok(())
-            } else {
-                Err(Error::Unauthenticated(format!(
-                    "sign-in required to {}",
-                    action.name()
-                )))
+/// the caller is known but may not do this, `Err(NotFound)` when it may not see the object.
+pub fn authorize(principal: &Principal, action: &Action) -> Result<()> {
+    if *action == Action::Health {
+        return Ok(());
+    }
+    let user = signed_in(principal)?;
+    if user.must_change_password
+        && !matches!(action, Action::ChangeOwnPassword | Action::OwnAccount)
+    {
+        return Err(Error::Forbidden(
+            "a password change is required before anything else".into(),
+        ));
+    }
+    match action {
+        Action::Health | Action::OwnAccount | Action::ChangeOwnPassword => Ok(()),
+        Action::ManageUsers if user.role == Role::Admin => Ok(()),
+        Action::ManageUsers => Err(Error::Forbidden("only admins manage users".into())),
+        Action::Store { .. } => {
+            if matches!(
+                principal,
+                Principal::User {
+                    via: Via::Cookie,
+                    ..
+                }
+            ) {
+                return Err(Error::Unauthenticated(
+                    "STOW-RS needs a bearer token, not a session cookie".into(),
+                ));
             }
+            Ok(())
         }
     }
 }
 
-/// Anonymous access is allowed only on loopback, or when explicitly made insecure.
-pub fn anonymous_allowed(config: &crate::config::Config) -> bool {
-    config.listen.ip().is_loopback() || config.insecure_no_auth
+/// The scope of a STOW for an authorised principal.
+pub fn store_scope(principal: &Principal) -> Result<StoreScope> {
+    let user = signed_in(principal)?;
+    Ok(if user.role.is_staff() {
+        StoreScope::Any
+    } else {
+        StoreScope::OwnedBy(user.id.clone())
+    })
 }
 
-/// DICOM audit event IDs (DCM 1101xx) used in the trail.
-pub mod event {
-    /// DICOM Instances Transferred (STOW-RS, import).
-    pub const INSTANCES_TRANSFERRED: &str = "110104";
-}
-
-/// Append an audit record. Failures to audit are logged loudly but do not fail the request
-/// that already happened. Blocking (one sled insert): call from a blocking thread.
-pub fn audit(
-    state: &AppState,
-    principal: &Principal,
-    event_id: &str,
-    action: &str,
-    outcome: &str,
-    detail: serde_json::Value,
-) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    let record = json!({
-        "time_ms": now,
-        "event": event_id,
-        "action": action,
-        "who": principal.label(),
-        "ip": principal.ip(),
-        "outcome": outcome,
-        "detail": detail,
-    });
-    if let Err(e) = state.store.repo.append_audit(&record) {
-        tracing::error!(error = %e, ?record, "could not write audit record");
-    }
-}
-
-/// Helper for handlers: run `authorize` with the state from `web::Data`.
-pub fn check(state: &web::Data<AppState>, principal: &Principal, action: Action) -> Result<()> {
-    authorize(state, principal, &action)
+/// Helper for handlers.
+pub fn check(principal: &Principal, action: Action) -> Result<()> {
+    authorize(principal, &action)
 }

@@ -26,8 +26,12 @@ pub struct Config {
     pub max_upload_bytes: u64,
     /// STOW refuses instances (0xA700) when free disk would fall below this many bytes.
     pub disk_reserve_bytes: u64,
-    /// Allow listening on a non-loopback address with no authentication.
-    pub insecure_no_auth: bool,
+    /// Patients may create their own accounts.
+    pub self_signup: bool,
+    /// A session ends after this long without a request.
+    pub session_idle: std::time::Duration,
+    /// A session ends this long after sign-in, whatever its use.
+    pub session_absolute: std::time::Duration,
     pub log: String,
 }
 
@@ -67,9 +71,15 @@ pub struct Settings {
     /// Free disk to keep; STOW refuses instances below it [default: 1GiB]
     #[arg(long, env = "LIGHTBOX_DISK_RESERVE", value_name = "SIZE")]
     pub disk_reserve: Option<String>,
-    /// Serve without authentication on a non-loopback address (never for patient data on a network)
-    #[arg(long, env = "LIGHTBOX_INSECURE_NO_AUTH", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
-    pub insecure_no_auth: Option<bool>,
+    /// Let patients create their own accounts (POST /api/auth/register) [default: true]
+    #[arg(long, env = "LIGHTBOX_SELF_SIGNUP", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub self_signup: Option<bool>,
+    /// Session idle timeout, e.g. 30m, 1h [default: 30m]
+    #[arg(long, env = "LIGHTBOX_SESSION_IDLE", value_name = "DURATION")]
+    pub session_idle: Option<String>,
+    /// Session absolute lifetime, e.g. 12h [default: 12h]
+    #[arg(long, env = "LIGHTBOX_SESSION_ABSOLUTE", value_name = "DURATION")]
+    pub session_absolute: Option<String>,
     /// Log filter (tracing EnvFilter syntax) [default: info]
     #[arg(long, env = "LIGHTBOX_LOG", value_name = "FILTER")]
     pub log: Option<String>,
@@ -86,7 +96,9 @@ impl Settings {
             cors_origins: self.cors_origins.or(lower.cors_origins),
             max_upload: self.max_upload.or(lower.max_upload),
             disk_reserve: self.disk_reserve.or(lower.disk_reserve),
-            insecure_no_auth: self.insecure_no_auth.or(lower.insecure_no_auth),
+            self_signup: self.self_signup.or(lower.self_signup),
+            session_idle: self.session_idle.or(lower.session_idle),
+            session_absolute: self.session_absolute.or(lower.session_absolute),
             log: self.log.or(lower.log),
         }
     }
@@ -150,6 +162,13 @@ pub fn finish(s: Settings) -> Result<Config, String> {
     }
     let disk_reserve_bytes = parse_size(s.disk_reserve.as_deref().unwrap_or("1GiB"))
         .map_err(|e| format!("disk_reserve: {e}"))?;
+    let session_idle = parse_duration(s.session_idle.as_deref().unwrap_or("30m"))
+        .map_err(|e| format!("session_idle: {e}"))?;
+    let session_absolute = parse_duration(s.session_absolute.as_deref().unwrap_or("12h"))
+        .map_err(|e| format!("session_absolute: {e}"))?;
+    if session_idle.is_zero() || session_absolute < session_idle {
+        return Err("session_absolute must be at least session_idle, and both above zero".into());
+    }
     Ok(Config {
         listen,
         data: s.data.unwrap_or_else(|| PathBuf::from("./lightbox-data")),
@@ -158,9 +177,29 @@ pub fn finish(s: Settings) -> Result<Config, String> {
         cors_origins,
         max_upload_bytes,
         disk_reserve_bytes,
-        insecure_no_auth: s.insecure_no_auth.unwrap_or(false),
+        self_signup: s.self_signup.unwrap_or(true),
+        session_idle,
+        session_absolute,
         log: s.log.unwrap_or_else(|| "info".into()),
     })
+}
+
+/// Parse a duration: a number with s, m, h or d (e.g. `30m`, `12h`, `14d`).
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 30m or 12h"))?;
+    let secs = match unit.trim() {
+        "s" => 1,
+        "m" | "min" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        other => return Err(format!("{s:?}: unknown unit {other:?} (use s, m, h or d)")),
+    };
+    Ok(std::time::Duration::from_secs(n * secs))
 }
 
 /// Parse a byte size: a plain number of bytes, or a number with KB/MB/GB/TB (powers of 1000)
@@ -198,7 +237,9 @@ mod tests {
         let c = finish(Settings::default()).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.data, PathBuf::from("./lightbox-data"));
-        assert!(!c.insecure_no_auth);
+        assert!(c.self_signup);
+        assert_eq!(c.session_idle.as_secs(), 30 * 60);
+        assert_eq!(c.session_absolute.as_secs(), 12 * 3600);
         assert_eq!(c.cors_origins, vec!["*"]);
         assert_eq!(c.max_upload_bytes, 4 << 30);
     }
@@ -258,5 +299,7 @@ mod tests {
         assert_eq!(parse_size("4GiB").unwrap(), 4 << 30);
         assert_eq!(parse_size("1.5 MB").unwrap(), 1_500_000);
         assert!(parse_size("MB").is_err());
+        assert_eq!(parse_duration("14d").unwrap().as_secs(), 14 * 86_400);
+        assert!(parse_duration("5 fortnights").is_err());
     }
 }

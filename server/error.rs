@@ -37,6 +37,9 @@ pub enum Error {
     /// 415: the request's Content-Type is not supported; the message names what is.
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// 429: too many attempts; retry after this many seconds.
+    #[error("{message}")]
+    TooManyRequests { message: String, retry_after: u64 },
     /// 503: the store is not available (e.g. free disk below the reserve).
     #[error("{0}")]
     Unavailable(String),
@@ -60,6 +63,7 @@ impl Error {
             Error::Conflict(_) => "conflict",
             Error::PayloadTooLarge(_) => "payload-too-large",
             Error::UnsupportedMediaType(_) => "unsupported-media-type",
+            Error::TooManyRequests { .. } => "too-many-requests",
             Error::Unavailable(_) => "unavailable",
             Error::Store { .. } => "store-failure",
             Error::Internal { .. } => "internal-error",
@@ -90,6 +94,7 @@ impl ResponseError for Error {
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Store { .. } | Error::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -108,7 +113,11 @@ impl ResponseError for Error {
             HeaderValue::from_static("private, no-store"),
         ));
         if matches!(self, Error::Unauthenticated(_)) {
-            resp.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            // Never Basic in the challenge: it pops browser dialogs.
+            resp.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"lightbox\""));
+        }
+        if let Error::TooManyRequests { retry_after, .. } = self {
+            resp.insert_header((header::RETRY_AFTER, retry_after.to_string()));
         }
         resp.json(json!({"code": self.code(), "message": self.to_string()}))
     }

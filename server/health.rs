@@ -8,7 +8,7 @@ use crate::error::Result;
 use crate::state::AppState;
 
 pub async fn healthz(principal: Principal, state: web::Data<AppState>) -> Result<HttpResponse> {
-    access::check(&state, &principal, Action::Health)?;
+    access::check(&principal, Action::Health)?;
     let st = state.clone();
     // sled read and statvfs: blocking.
     let (index_ok, free) = web::block(move || {
@@ -20,7 +20,8 @@ pub async fn healthz(principal: Principal, state: web::Data<AppState>) -> Result
     .await?;
     let reserve = state.config.disk_reserve_bytes;
     let disk_ok = free.is_none_or(|f| f >= reserve);
-    let status = if index_ok && disk_ok {
+    let audit_ok = state.audit.healthy();
+    let status = if index_ok && disk_ok && audit_ok {
         "ok"
     } else {
         "degraded"
@@ -30,6 +31,7 @@ pub async fn healthz(principal: Principal, state: web::Data<AppState>) -> Result
         .json(json!({
             "status": status,
             "version": env!("CARGO_PKG_VERSION"),
+            "audit": {"status": if audit_ok { "ok" } else { "failing" }},
             "store": {
                 "status": if index_ok { "ok" } else { "error" },
                 "free_bytes": free,

@@ -4,6 +4,9 @@
 //! configuration and calls these.
 
 pub mod access;
+pub mod api;
+pub mod audit;
+pub mod auth;
 pub mod config;
 pub mod dicom;
 pub mod dicomweb;
@@ -75,7 +78,17 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
             web::QueryConfig::default()
                 .error_handler(|e, _| Error::BadRequest(format!("invalid query: {e}")).into()),
         )
+        .app_data(
+            web::JsonConfig::default()
+                .limit(64 * 1024)
+                .error_handler(|e, _| Error::BadRequest(format!("invalid JSON body: {e}")).into()),
+        )
         .route("/healthz", web::get().to(health::healthz))
+        .service(
+            web::scope("/api")
+                .wrap(DefaultHeaders::new().add((header::CACHE_CONTROL, "no-store")))
+                .configure(api::routes),
+        )
         .service(
             web::scope("/dicom-web")
                 .wrap(DefaultHeaders::new().add((header::CACHE_CONTROL, "private, no-store")))
@@ -84,20 +97,28 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
         );
 }
 
-/// Open the store, bind, serve until SIGINT/SIGTERM, then flush. `on_bound` receives the
-/// address actually bound (useful with port 0).
+/// Security headers on every response.
+fn security_headers(config: &Config) -> DefaultHeaders {
+    let mut h = DefaultHeaders::new()
+        .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .add((header::REFERRER_POLICY, "no-referrer"));
+    if config
+        .public_url
+        .as_deref()
+        .is_some_and(|u| u.starts_with("https://"))
+    {
+        h = h.add((header::STRICT_TRANSPORT_SECURITY, "max-age=31536000"));
+    }
+    h
+}
+
+/// Open the store, create the first admin if no user exists, bind, serve until SIGINT/SIGTERM,
+/// then flush. `on_bound` receives the address actually bound (useful with port 0) and what
+/// bootstrap did.
 pub async fn run(
     config: Config,
-    on_bound: impl FnOnce(std::net::SocketAddr),
+    on_bound: impl FnOnce(std::net::SocketAddr, &auth::bootstrap::Bootstrap),
 ) -> std::io::Result<()> {
-    if !config.listen.ip().is_loopback() && !config.insecure_no_auth {
-        return Err(std::io::Error::other(format!(
-            "refusing to listen on {}: Lightbox has no accounts yet, so anyone who can reach \
-             that address could read and write patient data. Listen on 127.0.0.1 (behind an \
-             authenticating proxy) or pass --insecure-no-auth if you really mean it.",
-            config.listen
-        )));
-    }
     let data = config.data.clone();
     let (store, report) = web::block(move || Store::open(&data))
         .await
@@ -116,10 +137,30 @@ pub async fn run(
         trusted_proxies: config.trusted_proxies.clone(),
         fallback: format!("http://{bound}"),
     };
+    let accounts = Arc::new(auth::Accounts::open(&store.db).map_err(std::io::Error::other)?);
+    let tokens = auth::token::TokenKeys::load_or_create(&config.data)?;
+    let hasher = auth::password::Hasher::new(2);
+    let audit_log = Arc::new(audit::AuditLog::open(&store.db).map_err(std::io::Error::other)?);
+    let audit = audit_log.clone().spawn_writer();
+    let boot = auth::bootstrap::ensure_admin(
+        &accounts,
+        &hasher,
+        &config.data,
+        std::env::var("LIGHTBOX_ADMIN_EMAIL").ok(),
+        std::env::var("LIGHTBOX_ADMIN_PASSWORD").ok(),
+    )
+    .await
+    .map_err(std::io::Error::other)?;
     let state = web::Data::new(AppState {
         config: config.clone(),
         store: store.clone(),
         urls,
+        accounts,
+        tokens,
+        hasher,
+        throttle: auth::throttle::Throttle::new(Default::default()),
+        audit_log,
+        audit: audit.clone(),
     });
     tracing::info!(
         listen = %bound,
@@ -127,10 +168,13 @@ pub async fn run(
         "Lightbox {} serving DICOMweb at http://{bound}/dicom-web",
         env!("CARGO_PKG_VERSION")
     );
-    on_bound(bound);
+    on_bound(bound, &boot);
+    let config2 = config.clone();
     let server = HttpServer::new(move || {
+        let config = config2.clone();
         App::new()
             .wrap(Logger::new("%a \"%r\" %s %b %Dms").log_target("lightbox::http"))
+            .wrap(security_headers(&config))
             .configure(|cfg| configure(cfg, state.clone()))
     })
     .listen(listener)?
@@ -138,7 +182,10 @@ pub async fn run(
     .run();
     // actix handles SIGINT/SIGTERM: stop accepting, finish in-flight requests, then return.
     server.await?;
-    tracing::info!("shutting down: flushing the index");
+    tracing::info!("shutting down: flushing the audit trail and the index");
+    if let Err(e) = audit.flush().await {
+        tracing::error!(error = %e, "audit trail flush at shutdown failed");
+    }
     let s = store.clone();
     web::block(move || s.repo.flush())
         .await

@@ -99,16 +99,26 @@ fn main() -> ExitCode {
 fn serve(config: config::Config) -> Result<(), String> {
     let data = config.data.clone();
     actix_web::rt::System::new()
-        .block_on(lightbox::run(config, move |addr| {
+        .block_on(lightbox::run(config, move |addr, boot| {
+            use lightbox::auth::bootstrap::Bootstrap;
             use std::io::Write;
             println!("Lightbox listening on http://{addr}");
             println!("  DICOMweb:  http://{addr}/dicom-web");
+            println!("  API:       http://{addr}/api");
             println!("  health:    http://{addr}/healthz");
             println!("  data:      {}", data.display());
-            println!(
-                "  sign-in:   none needed yet: accounts are not built, so Lightbox only listens on \
-                 loopback unless --insecure-no-auth is given"
-            );
+            match boot {
+                Bootstrap::Generated { email, password_file } => println!(
+                    "  sign in:   {email} with the password in {} (you must change it at first sign-in)",
+                    password_file.display()
+                ),
+                Bootstrap::FromEnvironment { email } => {
+                    println!("  sign in:   {email} with the password from LIGHTBOX_ADMIN_PASSWORD")
+                }
+                Bootstrap::Existing => {
+                    println!("  sign in:   with an existing account (POST /api/auth/login)")
+                }
+            }
             let _ = std::io::stdout().flush();
         }))
         .map_err(|e| e.to_string())

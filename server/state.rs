@@ -1,7 +1,12 @@
-//! Application state shared by every route: configuration, store, URL building.
+//! Application state shared by every route: configuration, store, accounts, tokens, audit.
 
 use std::sync::Arc;
 
+use crate::audit::{AuditLog, AuditSink};
+use crate::auth::Accounts;
+use crate::auth::password::Hasher;
+use crate::auth::throttle::Throttle;
+use crate::auth::token::TokenKeys;
 use crate::config::Config;
 use crate::http::urls::UrlConfig;
 use crate::store::Store;
@@ -10,4 +15,10 @@ pub struct AppState {
     pub config: Config,
     pub store: Arc<Store>,
     pub urls: UrlConfig,
+    pub accounts: Arc<Accounts>,
+    pub tokens: TokenKeys,
+    pub hasher: Hasher,
+    pub throttle: Throttle,
+    pub audit_log: Arc<AuditLog>,
+    pub audit: AuditSink,
 }

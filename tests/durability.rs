@@ -115,11 +115,9 @@ fn kill_9_during_stows_loses_no_acknowledged_instance_and_indexes_nothing_partia
         .map(|c| {
             let url = url.clone();
             let acked = acked.clone();
+            let token = s.token.clone();
             std::thread::spawn(move || {
-                let client = reqwest::blocking::Client::builder()
-                    .timeout(Duration::from_secs(20))
-                    .build()
-                    .unwrap();
+                let client = authed_client(&token);
                 for r in 0.. {
                     if Instant::now() > stop_at + Duration::from_secs(5) {
                         break;

@@ -117,7 +117,7 @@ fn preamble_is_zeroed_and_single_part_and_chunked_bodies_work() {
     );
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
         body.chunks(1000).map(|c| Ok(c.to_vec())).collect();
-    let r = reqwest::blocking::Client::new()
+    let r = s.client()
         .post(format!("{}/studies", s.dicomweb()))
         .header(
             "Content-Type",
@@ -230,7 +230,8 @@ fn wrong_media_types_and_bad_requests() {
     let url = format!("{}/studies", s.dicomweb());
     let body = || multipart(&[fixture_bytes("ct_explicit.dcm")]);
     let check = |ct: &str, want: u16| {
-        let r = client()
+        let r = s
+            .client()
             .post(&url)
             .header("Content-Type", ct)
             .body(body())
@@ -253,7 +254,8 @@ fn wrong_media_types_and_bad_requests() {
     assert!(j["message"].as_str().unwrap().contains("not supported yet"));
     check("multipart/related; type=\"application/dicom\"", 400); // no boundary
     // A response type we cannot produce: 406 naming what is available.
-    let r = client()
+    let r = s
+        .client()
         .post(&url)
         .header("Content-Type", stow_content_type())
         .header("Accept", "image/png")
@@ -263,7 +265,8 @@ fn wrong_media_types_and_bad_requests() {
     assert_eq!(r.status().as_u16(), 406);
     assert!(r.text().unwrap().contains("application/dicom+json"));
     // Unknown query parameter.
-    let r = client()
+    let r = s
+        .client()
         .post(format!("{url}?foo=1"))
         .header("Content-Type", stow_content_type())
         .body(body())
@@ -271,7 +274,8 @@ fn wrong_media_types_and_bad_requests() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 400);
     // Invalid study UID in the path.
-    let r = client()
+    let r = s
+        .client()
         .post(format!("{url}/not-a-uid"))
         .header("Content-Type", stow_content_type())
         .body(body())
@@ -281,7 +285,8 @@ fn wrong_media_types_and_bad_requests() {
     // Broken multipart (no closing boundary, garbage framing): 400, nothing stored.
     let mut broken = body();
     broken.truncate(broken.len() - 30);
-    let r = client()
+    let r = s
+        .client()
         .post(&url)
         .header("Content-Type", stow_content_type())
         .body(broken)
@@ -290,7 +295,8 @@ fn wrong_media_types_and_bad_requests() {
     assert_eq!(r.status().as_u16(), 400);
     assert_eq!(s.stored_files().len(), 0);
     // XML response when asked.
-    let r = client()
+    let r = s
+        .client()
         .post(&url)
         .header("Content-Type", stow_content_type())
         .header("Accept", "application/dicom+xml")
@@ -306,7 +312,7 @@ fn wrong_media_types_and_bad_requests() {
     );
     // The server is still up.
     assert_eq!(
-        client()
+        s.client()
             .get(format!("{}/healthz", s.url))
             .send()
             .unwrap()
@@ -332,7 +338,8 @@ fn oversized_bodies_get_413_and_leave_nothing() {
     // Chunked, so the limit is found while streaming.
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
         big.chunks(4096).map(|c| Ok(c.to_vec())).collect();
-    let r = client()
+    let r = s
+        .client()
         .post(&url)
         .header("Content-Type", stow_content_type())
         .body(reqwest::blocking::Body::new(ChunkReader(
@@ -548,7 +555,8 @@ fn metadata_template_and_frame_index_are_recorded_at_ingest() {
 #[test]
 fn cors_preflight_and_headers() {
     let s = Server::start(&[]);
-    let r = client()
+    let r = s
+        .client()
         .request(
             reqwest::Method::OPTIONS,
             format!("{}/studies", s.dicomweb()),
@@ -579,7 +587,8 @@ fn cors_preflight_and_headers() {
     }
     assert!(h.get("access-control-allow-credentials").is_none());
     let (_, h, _) = {
-        let r = client()
+        let r = s
+            .client()
             .post(format!("{}/studies", s.dicomweb()))
             .header("Origin", "https://viewer.example.org")
             .header("Content-Type", stow_content_type())
@@ -606,7 +615,8 @@ fn cors_preflight_and_headers() {
 #[test]
 fn healthz_and_startup_refusals() {
     let s = Server::start(&[]);
-    let j: serde_json::Value = client()
+    let j: serde_json::Value = s
+        .client()
         .get(format!("{}/healthz", s.url))
         .send()
         .unwrap()
@@ -617,14 +627,16 @@ fn healthz_and_startup_refusals() {
     assert_eq!(j["version"], env!("CARGO_PKG_VERSION"));
 
     let tmp = tempfile::tempdir().unwrap();
-    // A non-loopback address without accounts is refused.
-    let out = std::process::Command::new(bin())
-        .args(["serve", "--listen", "0.0.0.0:0", "--data"])
-        .arg(tmp.path())
-        .output()
+    // Authentication is always on: STOW without credentials is 401 with a Bearer challenge.
+    let r = client()
+        .post(format!("{}/studies", s.dicomweb()))
+        .header("Content-Type", stow_content_type())
+        .body(multipart(&[fixture_bytes("ct_explicit.dcm")]))
+        .send()
         .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--insecure-no-auth"));
+    assert_eq!(r.status().as_u16(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"lightbox\"");
+    assert!(s.stored_files().is_empty());
     // Bad values stop start-up with a message naming the setting.
     let out = std::process::Command::new(bin())
         .args(["serve", "--max-upload", "lots"])
@@ -756,7 +768,8 @@ fn large_uploads_stream_to_disk_with_bounded_memory() {
 #[test]
 fn retrieve_urls_come_from_public_url_or_trusted_proxies_never_from_host() {
     let post = |s: &Server, headers: &[(&str, &str)]| -> String {
-        let mut req = client()
+        let mut req = s
+            .client()
             .post(format!("{}/studies", s.dicomweb()))
             .header("Content-Type", stow_content_type())
             .body(multipart(&[fixture_bytes("ct_explicit.dcm")]));

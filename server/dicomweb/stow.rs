@@ -12,7 +12,8 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt;
 use serde_json::{Map, Value as Json, json};
 
-use crate::access::{self, Action, Principal};
+use crate::access::{self, Action, Principal, StoreScope};
+use crate::audit::{Outcome, event};
 use crate::dicom::parse::{Failure, reason};
 use crate::error::{Error, Result};
 use crate::http::media::{self, MediaRange, Offer};
@@ -222,12 +223,15 @@ async fn store(
     study: Option<StudyUid>,
 ) -> Result<HttpResponse> {
     access::check(
-        &state,
         &principal,
         Action::Store {
             study: study.clone(),
         },
     )?;
+    let owner = match access::store_scope(&principal)? {
+        StoreScope::Any => None,
+        StoreScope::OwnedBy(id) => Some(id.to_string()),
+    };
     query.reject_unknown(&["accept"])?;
     let ranges = media::requested_ranges(&req, &query)?;
     let response_type = media::negotiate(&ranges, RESPONSE_OFFERS)?.index;
@@ -344,24 +348,23 @@ async fn store(
     // Commit: durable files, index, one flush. Runs to completion even if the client leaves.
     let reserve = state.config.disk_reserve_bytes;
     let st = state.clone();
-    let who = principal.clone();
-    let results = web::block(move || {
-        let results = st.store.commit_batch(staged, reserve);
+    let results =
+        web::block(move || st.store.commit_batch(staged, reserve, owner.as_deref())).await?;
+    {
         let stored: Vec<&Stored> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
         let mut studies: Vec<String> = stored.iter().map(|s| s.study.to_string()).collect();
         studies.sort();
         studies.dedup();
-        access::audit(
-            &st,
-            &who,
-            access::event::INSTANCES_TRANSFERRED,
-            "stow",
-            if stored.is_empty() { "failure" } else { "success" },
-            json!({"studies": studies, "stored": stored.len(), "failed": results.len() - stored.len()}),
-        );
-        results
-    })
-    .await?;
+        let outcome = if stored.is_empty() {
+            Outcome::Failure
+        } else {
+            Outcome::Success
+        };
+        let mut ev = principal.event(event::INSTANCES_STORED, "stow", outcome);
+        ev.studies = studies;
+        ev.detail = json!({"stored": stored.len(), "failed": results.len() - stored.len()});
+        state.audit.record(ev);
+    }
     drop(guard); // every temp file is now renamed or removed
 
     let mut stored: Vec<Stored> = Vec::new();

@@ -560,7 +560,8 @@ impl Importer<'_> {
         let (staged, shown): (Vec<Staged>, Vec<String>) =
             std::mem::take(&mut self.batch).into_iter().unzip();
         let reserve = self.reserve;
-        let results = self.store.commit_batch(staged, reserve);
+        // Import is an operator action on the data directory: no owner (staff scope).
+        let results = self.store.commit_batch(staged, reserve, None);
         for (result, shown) in results.into_iter().zip(shown) {
             match result {
                 Ok(s) => {

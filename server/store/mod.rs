@@ -38,6 +38,9 @@ pub enum RepoError {
     ClassMismatch(String),
     #[error("{0}")]
     Conflict(String),
+    /// A patient or facility upload touching an object of another account.
+    #[error("{0}")]
+    NotOwner(String),
 }
 
 impl From<RepoError> for crate::error::Error {
@@ -55,6 +58,9 @@ impl From<RepoError> for crate::error::Error {
 #[derive(Debug, Clone)]
 pub struct NewInstance {
     pub record: InstanceRecord,
+    /// Set for uploads by patients and facilities: the account that must own the study (a new
+    /// study becomes theirs; an existing one must already be).
+    pub owner: Option<String>,
     pub study_attrs: Json,
     pub series_attrs: Json,
     pub metadata: Json,
@@ -83,17 +89,18 @@ pub trait MetaRepo: Send + Sync {
     fn instances_of_series(&self, series: &SeriesUid) -> Result<Vec<SopInstanceUid>, RepoError>;
     fn commit(&self, new: NewInstance) -> Result<CommitOutcome, RepoError>;
     fn remove(&self, sop: &SopInstanceUid) -> Result<Option<InstanceRecord>, RepoError>;
+    /// The account that owns a study uploaded by a patient or facility.
+    fn owner(&self, study: &StudyUid) -> Result<Option<String>, RepoError>;
+    /// Every study an account owns.
+    fn owned_studies(&self, owner: &str) -> Result<Vec<StudyUid>, RepoError>;
     fn all_instances(&self) -> Result<Vec<InstanceRecord>, RepoError>;
     /// (studies, series, instances)
     fn counts(&self) -> Result<(u64, u64, u64), RepoError>;
     /// Make every change so far durable.
     fn flush(&self) -> Result<(), RepoError>;
     fn schema_version(&self) -> Result<Option<u32>, RepoError>;
-    /// Drop the whole index (not the audit trail) and stamp the current schema version.
+    /// Drop the whole index and stamp the current schema version.
     fn clear(&self) -> Result<(), RepoError>;
-    fn append_audit(&self, event: &Json) -> Result<(), RepoError>;
-    /// Most recent first.
-    fn audit_events(&self, limit: usize) -> Result<Vec<Json>, RepoError>;
 }
 
 /// One file that passed parsing and is waiting to be committed.
@@ -135,6 +142,8 @@ pub struct RecoveryReport {
 
 pub struct Store {
     pub repo: Arc<dyn MetaRepo>,
+    /// The sled database holding the index, also home of the accounts and audit trees.
+    pub db: sled::Db,
     pub blobs: Arc<dyn BlobStore>,
     data: PathBuf,
 }
@@ -157,6 +166,7 @@ impl Store {
         })?;
         let repo = SledRepo::open(&data.join("index"))?;
         let store = Store {
+            db: repo.db(),
             repo: Arc::new(repo),
             blobs: Arc::new(blobs),
             data: data.to_path_buf(),
@@ -255,7 +265,7 @@ impl Store {
                 let hash = blob::content_hash(&path)
                     .map_err(|e| Failure::new(reason::PROCESSING_FAILURE, e.to_string()))?;
                 let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-                Ok(self.new_instance(parsed, key.clone(), hash, size))
+                Ok(self.new_instance(parsed, key.clone(), hash, size, None))
             });
             match result {
                 Ok(new) => match self.repo.commit(new)? {
@@ -277,8 +287,16 @@ impl Store {
         Ok(report)
     }
 
-    fn new_instance(&self, p: Parsed, blob: BlobKey, hash: String, size: u64) -> NewInstance {
+    fn new_instance(
+        &self,
+        p: Parsed,
+        blob: BlobKey,
+        hash: String,
+        size: u64,
+        owner: Option<String>,
+    ) -> NewInstance {
         NewInstance {
+            owner,
             record: InstanceRecord {
                 study: p.study,
                 series: p.series,
@@ -324,10 +342,13 @@ impl Store {
     /// Store staged files: durable files first, then the index, then one flush. Results are in
     /// input order. Blocking.
     /// Instances that would take free disk space below `disk_reserve` bytes fail with 0xA700.
+    /// With `owner`, the batch may only create studies (which become the owner's) or add to
+    /// studies the owner has; anything else fails with 0x0110.
     pub fn commit_batch(
         &self,
         staged: Vec<Staged>,
         disk_reserve: u64,
+        owner: Option<&str>,
     ) -> Vec<Result<Stored, Failure>> {
         let mut results: Vec<Option<Result<Stored, Failure>>> = Vec::with_capacity(staged.len());
         let mut pending: Vec<(usize, NewInstance)> = Vec::new();
@@ -339,6 +360,26 @@ impl Store {
                     Some(s.parsed.sop.to_string()),
                 )
             };
+            if let Some(owner) = owner {
+                let not_owned = |study: &StudyUid| -> bool {
+                    match self.repo.owner(study) {
+                        Ok(Some(o)) => o != owner,
+                        Ok(None) => self.repo.study(study).ok().flatten().is_some(),
+                        Err(_) => true,
+                    }
+                };
+                let existing = self.repo.instance(&s.parsed.sop).ok().flatten();
+                if existing.as_ref().is_some_and(|old| not_owned(&old.study))
+                    || not_owned(&s.parsed.study)
+                {
+                    let _ = std::fs::remove_file(&s.temp);
+                    results.push(Some(Err(fail(
+                        reason::PROCESSING_FAILURE,
+                        "this instance or study belongs to another account".into(),
+                    ))));
+                    continue;
+                }
+            }
             match self.repo.instance(&s.parsed.sop) {
                 Ok(Some(old)) if old.sop_class != s.parsed.sop_class => {
                     let _ = std::fs::remove_file(&s.temp);
@@ -394,7 +435,10 @@ impl Store {
                 continue;
             }
             results.push(None);
-            pending.push((i, self.new_instance(s.parsed, key, s.hash, s.size)));
+            pending.push((
+                i,
+                self.new_instance(s.parsed, key, s.hash, s.size, owner.map(str::to_owned)),
+            ));
         }
         let keys: Vec<&BlobKey> = pending.iter().map(|(_, n)| &n.record.blob).collect();
         if let Err(e) = self.blobs.sync_dirs(&keys) {
@@ -460,7 +504,9 @@ impl Store {
                     }
                     Err(match e {
                         RepoError::ClassMismatch(m) => fail(reason::DATASET_DOES_NOT_MATCH, m),
-                        RepoError::Conflict(m) => fail(reason::PROCESSING_FAILURE, m),
+                        RepoError::Conflict(m) | RepoError::NotOwner(m) => {
+                            fail(reason::PROCESSING_FAILURE, m)
+                        }
                         other => fail(reason::PROCESSING_FAILURE, other.to_string()),
                     })
                 }
@@ -493,6 +539,27 @@ impl Store {
                 r.unwrap_or_else(|| Err(Failure::new(reason::PROCESSING_FAILURE, "not processed")))
             })
             .collect()
+    }
+
+    /// Remove a whole study: index entries first (flushed), then the files. A crash in between
+    /// leaves files no entry names, which recovery removes. Returns the instances removed.
+    /// Blocking.
+    pub fn delete_study(&self, study: &StudyUid) -> Result<usize, RepoError> {
+        let mut blobs = Vec::new();
+        for series in self.repo.series_of_study(study)? {
+            for sop in self.repo.instances_of_series(&series)? {
+                if let Some(rec) = self.repo.remove(&sop)? {
+                    blobs.push(rec.blob);
+                }
+            }
+        }
+        self.repo.flush()?;
+        for b in &blobs {
+            if let Err(e) = self.blobs.remove(b) {
+                tracing::warn!(file = b.as_str(), error = %e, "could not remove a deleted file; recovery will");
+            }
+        }
+        Ok(blobs.len())
     }
 
     /// Free disk space is at least the reserve plus `extra` bytes.

@@ -9,6 +9,7 @@
 //! | `S\0<study>` | `StudyRecord` |
 //! | `ES\0<study>\0<series>` | series of a study |
 //! | `IE\0<series>\0<sop>` | instances of a series |
+//! | `W\0<study>` | the account owning a study uploaded by a patient or facility |
 //! | `V` | schema version |
 //!
 //! Writers are serialised by one mutex, so aggregates stay exact under concurrent STOWs.
@@ -29,7 +30,6 @@ use crate::ids::{SeriesUid, SopInstanceUid, StudyUid};
 pub struct SledRepo {
     db: sled::Db,
     tree: sled::Tree,
-    audit: sled::Tree,
     write: Mutex<()>,
 }
 
@@ -71,13 +71,17 @@ impl SledRepo {
                 other => RepoError::Sled(other),
             })?;
         let tree = db.open_tree("index")?;
-        let audit = db.open_tree("audit")?;
         Ok(SledRepo {
             db,
             tree,
-            audit,
             write: Mutex::new(()),
         })
+    }
+
+    /// The underlying database, for the other trees that live beside the index (accounts,
+    /// audit chain).
+    pub fn db(&self) -> sled::Db {
+        self.db.clone()
     }
 
     fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, RepoError> {
@@ -148,6 +152,13 @@ impl MetaRepo for SledRepo {
                     rec.sop, old.sop_class, rec.sop_class
                 )));
             }
+            if let Some(owner) = &new.owner
+                && self.get::<String>(&k("W", &[old.study.as_str()]))?.as_ref() != Some(owner)
+            {
+                return Err(RepoError::NotOwner(
+                    "this instance belongs to another account".into(),
+                ));
+            }
             if old.hash == rec.hash {
                 return Ok(CommitOutcome::Unchanged);
             }
@@ -179,6 +190,24 @@ impl MetaRepo for SledRepo {
         overlay.write_into(&mut batch);
         self.tree.apply_batch(batch)?;
         Ok(Some(old))
+    }
+
+    fn owner(&self, study: &StudyUid) -> Result<Option<String>, RepoError> {
+        self.get(&k("W", &[study.as_str()]))
+    }
+
+    fn owned_studies(&self, owner: &str) -> Result<Vec<StudyUid>, RepoError> {
+        let p = k("W", &[""]);
+        let mut out = Vec::new();
+        for kv in self.tree.scan_prefix(&p) {
+            let (key, v) = kv?;
+            if dec::<String>(&v)? == owner
+                && let Ok(uid) = StudyUid::parse(&String::from_utf8_lossy(&key[p.len()..]))
+            {
+                out.push(uid);
+            }
+        }
+        Ok(out)
     }
 
     fn all_instances(&self) -> Result<Vec<InstanceRecord>, RepoError> {
@@ -214,21 +243,6 @@ impl MetaRepo for SledRepo {
         self.tree.insert(b"V", enc(&SCHEMA_VERSION))?;
         self.db.flush()?;
         Ok(())
-    }
-
-    fn append_audit(&self, event: &Json) -> Result<(), RepoError> {
-        let id = self.db.generate_id()?;
-        self.audit.insert(id.to_be_bytes(), enc(event))?;
-        Ok(())
-    }
-
-    fn audit_events(&self, limit: usize) -> Result<Vec<Json>, RepoError> {
-        self.audit
-            .iter()
-            .rev()
-            .take(limit)
-            .map(|kv| dec(&kv?.1))
-            .collect()
     }
 }
 
@@ -309,6 +323,7 @@ impl<'a> Overlay<'a> {
         }
         if study.instance_count == 0 {
             self.del(k("S", &[old.study.as_str()]));
+            self.del(k("W", &[old.study.as_str()]));
         } else {
             study.updated_at = now;
             self.put(k("S", &[old.study.as_str()]), &study);
@@ -326,7 +341,20 @@ impl<'a> Overlay<'a> {
         );
         let series_key = k("E", &[rec.series.as_str()]);
         let study_key = k("S", &[rec.study.as_str()]);
-        let mut study: StudyRecord = self.get(&study_key)?.unwrap_or_else(|| StudyRecord {
+        let existing_study: Option<StudyRecord> = self.get(&study_key)?;
+        if let Some(owner) = &new.owner {
+            let owner_key = k("W", &[rec.study.as_str()]);
+            match (&existing_study, self.get::<String>(&owner_key)?) {
+                (None, _) => self.put(owner_key, owner),
+                (Some(_), Some(o)) if &o == owner => {}
+                (Some(_), _) => {
+                    return Err(RepoError::NotOwner(
+                        "this study belongs to another account".into(),
+                    ));
+                }
+            }
+        }
+        let mut study: StudyRecord = existing_study.unwrap_or_else(|| StudyRecord {
             study: rec.study.clone(),
             attrs: Json::Null,
             series_count: 0,

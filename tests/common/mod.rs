@@ -7,8 +7,26 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The admin every test server is bootstrapped with.
+pub const ADMIN_EMAIL: &str = "admin@test.example";
+pub const ADMIN_PASSWORD: &str = "Correct-Horse-Battery-42";
+
+static TOKENS: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// The admin bearer token of the test server at `url`'s origin.
+pub fn token_for(url: &str) -> Option<String> {
+    TOKENS
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(base, _)| url.starts_with(base.as_str()))
+        .map(|(_, t)| t.clone())
+}
+
 pub struct Server {
     pub url: String,
+    /// Bearer token of the bootstrap admin.
+    pub token: String,
     pub child: Option<Child>,
     pub data: PathBuf,
     _tmp: Option<tempfile::TempDir>,
@@ -46,6 +64,8 @@ impl Server {
             .args(extra)
             .env_remove("LIGHTBOX_CONFIG")
             .env("LIGHTBOX_LOG", "warn")
+            .env("LIGHTBOX_ADMIN_EMAIL", ADMIN_EMAIL)
+            .env("LIGHTBOX_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("spawn lightbox");
@@ -63,12 +83,21 @@ impl Server {
         let url = rx
             .recv_timeout(Duration::from_secs(60))
             .expect("server did not report its address within 60 s");
+        let token = login(&url, ADMIN_EMAIL, ADMIN_PASSWORD)
+            .unwrap_or_else(|e| panic!("admin sign-in failed: {e}"));
+        TOKENS.lock().unwrap().push((url.clone(), token.clone()));
         Server {
             url,
+            token,
             child: Some(child),
             data: data.to_path_buf(),
             _tmp: None,
         }
+    }
+
+    /// An HTTP client that sends the admin's bearer token.
+    pub fn client(&self) -> reqwest::blocking::Client {
+        authed_client(&self.token)
     }
 
     pub fn dicomweb(&self) -> String {
@@ -164,6 +193,39 @@ pub fn stow_content_type() -> String {
     format!("multipart/related; type=\"application/dicom\"; boundary={BOUNDARY}")
 }
 
+/// Sign in; returns the bearer token.
+pub fn login(url: &str, email: &str, password: &str) -> Result<String, String> {
+    let r = client()
+        .post(format!("{url}/api/auth/login"))
+        .json(&serde_json::json!({"email": email, "password": password}))
+        .send()
+        .map_err(|e| e.to_string())?;
+    let status = r.status();
+    let j: serde_json::Value = r.json().map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        return Err(format!("{status}: {j}"));
+    }
+    j["token"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| format!("no token in {j}"))
+}
+
+/// A client whose every request carries `Authorization: Bearer <token>`.
+pub fn authed_client(token: &str) -> reqwest::blocking::Client {
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().unwrap(),
+    );
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .default_headers(h)
+        .build()
+        .unwrap()
+}
+
+/// A client without credentials.
 pub fn client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(120))
@@ -177,7 +239,11 @@ pub fn stow(
     content_type: &str,
     body: Vec<u8>,
 ) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
-    let r = client()
+    let c = match token_for(url) {
+        Some(t) => authed_client(&t),
+        None => client(),
+    };
+    let r = c
         .post(url)
         .header("Content-Type", content_type)
         .header("Accept", "application/dicom+json")

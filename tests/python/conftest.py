@@ -45,6 +45,11 @@ class LightboxServer:
     data_dir: Path
     stdout_lines: list = field(default_factory=list)
     _stderr_path: Path | None = None
+    token: str = ""     # bearer token of the bootstrap admin
+
+    @property
+    def auth_headers(self) -> dict:
+        return {"Authorization": f"Bearer {self.token}"}
 
     @property
     def base(self) -> str:
@@ -83,8 +88,11 @@ def start_server(data_dir: Path, log_dir: Path) -> LightboxServer:
     stderr_path = log_dir / "lightbox.stderr.log"
     stderr_f = open(stderr_path, "wb")  # a file, not a pipe: cannot fill up and block the server
     cmd = [str(binary), "serve", "--listen", "127.0.0.1:0", "--data", str(data_dir)]
+    env = dict(os.environ, LIGHTBOX_ADMIN_EMAIL=ADMIN_EMAIL, LIGHTBOX_ADMIN_PASSWORD=ADMIN_PASSWORD,
+               LIGHTBOX_LOG="warn")
+    env.pop("LIGHTBOX_CONFIG", None)
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=stderr_f, cwd=str(log_dir))
+                            stderr=stderr_f, cwd=str(log_dir), env=env)
     stderr_f.close()
 
     # Read stdout on a thread so the start timeout is honoured even if the
@@ -129,7 +137,21 @@ def start_server(data_dir: Path, log_dir: Path) -> LightboxServer:
                 f"\nstderr:\n{server.stderr_text()}", pytrace=False)
         if READY_MARKER in line:
             server.url = _parse_url(line)
+            server.token = _login(server.url)
             return server
+
+
+ADMIN_EMAIL = "admin@test.example"
+ADMIN_PASSWORD = "Correct-Horse-Battery-42"
+
+
+def _login(url: str) -> str:
+    """Sign in as the bootstrap admin; returns the bearer token (STOW needs one)."""
+    import requests
+    r = requests.post(f"{url}/api/auth/login", timeout=30,
+                      json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
+    assert r.status_code == 200, f"admin sign-in failed: {r.status_code} {r.text}"
+    return r.json()["token"]
 
 
 def _kill(proc: subprocess.Popen):

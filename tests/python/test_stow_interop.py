@@ -121,10 +121,11 @@ def multipart_body(parts: list[bytes], boundary: str = BOUNDARY) -> tuple[bytes,
     return bytes(out), ctype
 
 
-def stow_raw(base: str, parts: list[bytes]) -> requests.Response:
+def stow_raw(server, parts: list[bytes]) -> requests.Response:
     body, ctype = multipart_body(parts)
-    return requests.post(f"{base}/studies", data=body, timeout=TIMEOUT,
-                         headers={"Content-Type": ctype, "Accept": "application/dicom+json"})
+    return requests.post(f"{server.base}/studies", data=body, timeout=TIMEOUT,
+                         headers={"Content-Type": ctype, "Accept": "application/dicom+json",
+                                  **server.auth_headers})
 
 
 def parse_response(resp: requests.Response) -> Dataset:
@@ -177,7 +178,7 @@ def test_store_instances_dicomweb_client(lightbox, fixtures_dir):
     expected = {str(ds.SOPInstanceUID): str(ds.SOPClassUID) for ds in datasets}
     assert len(expected) == len(VALID_FIXTURES), "fixtures must have distinct SOP Instance UIDs"
 
-    client = DICOMwebClient(url=lightbox.base)
+    client = DICOMwebClient(url=lightbox.base, headers=lightbox.auth_headers)
     result = client.store_instances(datasets=datasets)
 
     assert isinstance(result, Dataset)
@@ -200,7 +201,7 @@ def test_store_instances_dicomweb_client(lightbox, fixtures_dir):
 
 def test_stow_raw_fixtures_stored_byte_exact(lightbox, fixtures_dir):
     originals = {name: (fixtures_dir / name).read_bytes() for name in VALID_FIXTURES}
-    resp = stow_raw(lightbox.base, list(originals.values()))
+    resp = stow_raw(lightbox, list(originals.values()))
     assert resp.status_code == 200, f"status {resp.status_code}: {resp.text[:2000]}"
     result = parse_response(resp)
     assert FAILED_SOP_SEQ not in result, f"failures: {fmt_codes(failure_codes(result))}"
@@ -233,7 +234,7 @@ def test_stow_raw_fixtures_stored_byte_exact(lightbox, fixtures_dir):
 
 @pytest.mark.parametrize("name", REFUSED_FIXTURES)
 def test_refusal_fixture_is_refused(lightbox, fixtures_dir, name):
-    resp = stow_raw(lightbox.base, [(fixtures_dir / name).read_bytes()])
+    resp = stow_raw(lightbox, [(fixtures_dir / name).read_bytes()])
     assert resp.status_code in (400, 409), f"{name}: status {resp.status_code}: {resp.text[:1000]}"
     result = parse_response(resp)
     codes = failure_codes(result)
@@ -312,7 +313,7 @@ def test_pydicom_corpus_file(corpus_server, corpus_results, rel, path):
     record = {"status": None, "code": None, "valid": valid, "verdict": ""}
     corpus_results[rel] = record
 
-    resp = stow_raw(lightbox.base, [raw])
+    resp = stow_raw(lightbox, [raw])
     record["status"] = resp.status_code
     problems = []
 
