@@ -4,6 +4,8 @@
 //!
 //! Credentials and where they count:
 //! - `Authorization: Bearer <access token>` (a JWT bound to a session): everywhere.
+//! - An API token `lbx_<id>_<secret>` as `Bearer`, or as the password of HTTP Basic (many PACS
+//!   and gateways offer only Basic): DICOMweb only, never `/api`.
 //! - The session cookie: on `/api` reads; on `/api` state changes only with an `Origin` equal to
 //!   our own origin and a JSON body (CSRF); on DICOMweb GET only for same-origin requests
 //!   (`Sec-Fetch-Site: same-origin`); never for STOW (bearer only).
@@ -29,6 +31,7 @@ pub const SESSION_COOKIE: &str = "lightbox_session";
 pub enum Via {
     Cookie,
     Bearer,
+    ApiToken,
 }
 
 /// Who is asking.
@@ -39,8 +42,8 @@ pub enum Principal {
     },
     User {
         user: Box<User>,
-        /// Stored key of the session (hash of its id).
-        session_key: String,
+        /// Stored key of the session (hash of its id); `None` for API tokens.
+        session_key: Option<String>,
         via: Via,
         ip: Option<String>,
     },
@@ -160,6 +163,26 @@ impl FromRequest for Principal {
                 .map(str::trim)
                 .map(str::to_owned);
             let (key, via) = if let Some(auth) = bearer {
+                if let Some(api_token) = api_token_in(&auth) {
+                    let dicomweb =
+                        req.path().starts_with("/dicom-web") || req.path().starts_with("/wado");
+                    if !dicomweb {
+                        return Err(Error::Unauthenticated(
+                            "API tokens are valid for DICOMweb only; sign in for the API".into(),
+                        ));
+                    }
+                    let user = resolve_api_token(&state, api_token).await?.ok_or_else(|| {
+                        Error::Unauthenticated(
+                            "the API token is invalid, revoked or expired".into(),
+                        )
+                    })?;
+                    return Ok(Principal::User {
+                        user: Box::new(user),
+                        session_key: None,
+                        via: Via::ApiToken,
+                        ip,
+                    });
+                }
                 let token = auth
                     .strip_prefix("Bearer ")
                     .or_else(|| auth.strip_prefix("bearer "))
@@ -181,7 +204,7 @@ impl FromRequest for Principal {
             match resolve_session(&state, key.clone()).await? {
                 Some(user) => Ok(Principal::User {
                     user: Box::new(user),
-                    session_key: key,
+                    session_key: Some(key),
                     via,
                     ip,
                 }),
@@ -192,6 +215,70 @@ impl FromRequest for Principal {
             }
         })
     }
+}
+
+/// The `lbx_...` API token in an Authorization value: `Bearer lbx_...`, or the password of
+/// `Basic base64(user:lbx_...)`.
+fn api_token_in(auth: &str) -> Option<String> {
+    use base64::Engine;
+    if let Some(t) = auth
+        .strip_prefix("Bearer ")
+        .or_else(|| auth.strip_prefix("bearer "))
+    {
+        let t = t.trim();
+        return t.starts_with("lbx_").then(|| t.to_owned());
+    }
+    let b = auth
+        .strip_prefix("Basic ")
+        .or_else(|| auth.strip_prefix("basic "))?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b.trim())
+        .ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (_, password) = text.split_once(':')?;
+    password.starts_with("lbx_").then(|| password.to_owned())
+}
+
+/// Check an API token: known id, constant-time secret comparison, not expired, account usable.
+async fn resolve_api_token(state: &web::Data<AppState>, token: String) -> Result<Option<User>> {
+    use subtle::ConstantTimeEq;
+    let Some((id, secret)) = token.strip_prefix("lbx_").and_then(|t| t.split_once('_')) else {
+        return Ok(None);
+    };
+    let Some(id) = Id::parse(id) else {
+        return Ok(None);
+    };
+    let secret_hash = blake3::hash(secret.as_bytes()).to_hex().to_string();
+    let st = state.clone();
+    // sled reads and writes: blocking.
+    web::block(move || -> Result<Option<User>> {
+        let acc = &st.accounts;
+        let Some(mut t) = acc.token(&id)? else {
+            return Ok(None);
+        };
+        if !bool::from(t.secret_hash.as_bytes().ct_eq(secret_hash.as_bytes())) {
+            return Ok(None);
+        }
+        let now = now_ms();
+        if now >= t.expires_ms {
+            return Ok(None);
+        }
+        let Some(user) = acc.user(&t.user_id)? else {
+            return Ok(None);
+        };
+        if user.disabled || user.expired(now) {
+            acc.end_all_access(&user.id)?;
+            return Ok(None);
+        }
+        if t.last_used_ms
+            .is_none_or(|l| now.saturating_sub(l) > 60_000)
+        {
+            t.last_used_ms = Some(now);
+            acc.touch_token(&t)?;
+        }
+        Ok(Some(user))
+    })
+    .await?
 }
 
 /// Look a session up, enforce idle and absolute timeouts and the account's state, and record
@@ -217,8 +304,8 @@ async fn resolve_session(state: &web::Data<AppState>, key: String) -> Result<Opt
             return Ok(None);
         };
         if user.disabled || user.expired(now) {
-            // At expiry or when disabled, every session of the account dies.
-            acc.end_sessions_of(&user.id, None)?;
+            // At expiry or when disabled, every session and token of the account dies.
+            acc.end_all_access(&user.id)?;
             return Ok(None);
         }
         if now.saturating_sub(s.last_seen_ms) > 60_000 {
@@ -241,6 +328,8 @@ pub enum Action {
     ChangeOwnPassword,
     /// Manage users and settings.
     ManageUsers,
+    /// Create, extend and disable facility accounts; manage their API tokens.
+    ManageFacilities,
     /// Server health (no patient data).
     Health,
 }
@@ -278,6 +367,10 @@ pub fn authorize(principal: &Principal, action: &Action) -> Result<()> {
         Action::Health | Action::OwnAccount | Action::ChangeOwnPassword => Ok(()),
         Action::ManageUsers if user.role == Role::Admin => Ok(()),
         Action::ManageUsers => Err(Error::Forbidden("only admins manage users".into())),
+        Action::ManageFacilities if user.role.is_staff() => Ok(()),
+        Action::ManageFacilities => Err(Error::Forbidden(
+            "only the image library manages facility accounts".into(),
+        )),
         Action::Store { .. } => {
             if matches!(
                 principal,
@@ -303,6 +396,23 @@ pub fn store_scope(principal: &Principal) -> Result<StoreScope> {
     } else {
         StoreScope::OwnedBy(user.id.clone())
     })
+}
+
+/// May this principal see this study? Staff: every study. Patients and facilities: the studies
+/// they uploaded and those granted to them (a live grant; revocation counts at once). The
+/// answer for a study that does not exist is `false`, like for one that may not be seen, so
+/// routes answer 404 for both. Blocking (sled reads).
+pub fn can_see_study(state: &AppState, principal: &Principal, study: &StudyUid) -> Result<bool> {
+    let Some(user) = principal.user() else {
+        return Ok(false);
+    };
+    if user.role.is_staff() {
+        return Ok(state.store.repo.study(study)?.is_some());
+    }
+    if state.store.repo.owner(study)?.as_deref() == Some(user.id.as_str()) {
+        return Ok(true);
+    }
+    Ok(state.grants.visible(&user.id, study)?)
 }
 
 /// Helper for handlers.

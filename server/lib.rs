@@ -138,6 +138,7 @@ pub async fn run(
         fallback: format!("http://{bound}"),
     };
     let accounts = Arc::new(auth::Accounts::open(&store.db).map_err(std::io::Error::other)?);
+    let grants = Arc::new(auth::grants::Grants::open(&store.db).map_err(std::io::Error::other)?);
     let tokens = auth::token::TokenKeys::load_or_create(&config.data)?;
     let hasher = auth::password::Hasher::new(2);
     let audit_log = Arc::new(audit::AuditLog::open(&store.db).map_err(std::io::Error::other)?);
@@ -156,6 +157,7 @@ pub async fn run(
         store: store.clone(),
         urls,
         accounts,
+        grants,
         tokens,
         hasher,
         throttle: auth::throttle::Throttle::new(Default::default()),

@@ -50,6 +50,19 @@ enum Command {
         #[command(flatten)]
         settings: Settings,
     },
+    /// Check the audit trail's hash chain (run while the server is stopped)
+    Audit {
+        #[command(flatten)]
+        settings: Settings,
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify every record's hash and link; exit 1 at the first broken one
+    Verify,
 }
 
 fn init_logging(filter: &str) {
@@ -66,7 +79,8 @@ fn main() -> ExitCode {
     let settings = match &cli.command {
         Command::Serve { settings, .. }
         | Command::Import { settings, .. }
-        | Command::Reindex { settings } => settings.clone(),
+        | Command::Reindex { settings }
+        | Command::Audit { settings, .. } => settings.clone(),
     };
     let config = match config::load(settings, cli.config.as_deref()) {
         Ok(c) => c,
@@ -86,6 +100,10 @@ fn main() -> ExitCode {
         Command::Serve { .. } => serve(config),
         Command::Import { paths, .. } => lightbox::import::import_command(&config, &paths),
         Command::Reindex { .. } => lightbox::import::reindex_command(&config),
+        Command::Audit {
+            command: AuditCommand::Verify,
+            ..
+        } => audit_verify(&config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -93,6 +111,26 @@ fn main() -> ExitCode {
             eprintln!("lightbox: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn audit_verify(config: &config::Config) -> Result<(), String> {
+    let (store, _) = lightbox::store::Store::open(&config.data).map_err(|e| e.to_string())?;
+    let log = lightbox::audit::AuditLog::open(&store.db).map_err(|e| e.to_string())?;
+    let report = log.verify().map_err(|e| e.to_string())?;
+    let (_, head) = log.head();
+    match report.first_bad {
+        None => {
+            println!(
+                "audit trail intact: {} records, newest hash {head}",
+                report.records
+            );
+            Ok(())
+        }
+        Some((seq, why)) => Err(format!(
+            "audit trail broken at record {seq}: {why} ({} records)",
+            report.records
+        )),
     }
 }
 

@@ -16,6 +16,7 @@ pub struct AppState {
     pub store: Arc<Store>,
     pub urls: UrlConfig,
     pub accounts: Arc<Accounts>,
+    pub grants: Arc<crate::auth::grants::Grants>,
     pub tokens: TokenKeys,
     pub hasher: Hasher,
     pub throttle: Throttle,

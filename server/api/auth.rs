@@ -220,7 +220,11 @@ pub async fn logout(
     principal: Principal,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse> {
-    if let Principal::User { session_key, .. } = &principal {
+    if let Principal::User {
+        session_key: Some(session_key),
+        ..
+    } = &principal
+    {
         let st = state.clone();
         let key = session_key.clone();
         web::block(move || st.accounts.end_session(&key)).await??;
@@ -249,10 +253,7 @@ pub async fn change_password(
     body: web::Json<PasswordChange>,
 ) -> Result<HttpResponse> {
     access::check(&principal, Action::ChangeOwnPassword)?;
-    let Principal::User {
-        user, session_key, ..
-    } = &principal
-    else {
+    let Principal::User { user, .. } = &principal else {
         unreachable!("authorised")
     };
     let body = body.into_inner();
@@ -278,11 +279,9 @@ pub async fn change_password(
     updated.must_change_password = false;
     let st = state.clone();
     let u2 = updated.clone();
-    let key = session_key.clone();
     web::block(move || -> Result<()> {
         st.accounts.update(&u2)?;
         st.accounts.end_sessions_of(&u2.id, None)?;
-        let _ = key;
         Ok(())
     })
     .await??;

@@ -2,7 +2,11 @@
 //! user and settings management. Bodies are JSON with unknown fields refused; no self-service
 //! body carries a role.
 
+pub mod audit;
 pub mod auth;
+pub mod facilities;
+pub mod grants;
+pub mod studies;
 pub mod users;
 
 use actix_web::web;
@@ -20,6 +24,19 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/users/{id}/password-reset"),
     ("GET", "/api/settings"),
     ("PUT", "/api/settings"),
+    ("POST", "/api/facilities"),
+    ("GET", "/api/facilities"),
+    ("POST", "/api/facilities/{id}/extend"),
+    ("POST", "/api/facilities/{id}/disable"),
+    ("POST", "/api/users/{id}/tokens"),
+    ("GET", "/api/users/{id}/tokens"),
+    ("DELETE", "/api/tokens/{id}"),
+    ("GET", "/api/audit"),
+    ("POST", "/api/studies/{study}/grants"),
+    ("GET", "/api/studies/{study}/grants"),
+    ("DELETE", "/api/grants/{id}"),
+    ("POST", "/api/grants/claim"),
+    ("GET", "/api/studies"),
 ];
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -36,5 +53,33 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::post().to(users::reset_password),
         )
         .route("/settings", web::get().to(users::get_settings))
-        .route("/settings", web::put().to(users::put_settings));
+        .route("/settings", web::put().to(users::put_settings))
+        .route("/facilities", web::post().to(facilities::create_facility))
+        .route("/facilities", web::get().to(facilities::list_facilities))
+        .route(
+            "/facilities/{id}/extend",
+            web::post().to(facilities::extend_facility),
+        )
+        .route(
+            "/facilities/{id}/disable",
+            web::post().to(facilities::disable_facility),
+        )
+        .route(
+            "/users/{id}/tokens",
+            web::post().to(facilities::create_token),
+        )
+        .route("/users/{id}/tokens", web::get().to(facilities::list_tokens))
+        .route("/tokens/{id}", web::delete().to(facilities::revoke_token))
+        .route("/audit", web::get().to(audit::search_audit))
+        .route(
+            "/studies/{study}/grants",
+            web::post().to(grants::create_grant),
+        )
+        .route(
+            "/studies/{study}/grants",
+            web::get().to(grants::list_grants),
+        )
+        .route("/grants/claim", web::post().to(grants::claim))
+        .route("/studies", web::get().to(studies::my_studies))
+        .route("/grants/{id}", web::delete().to(grants::revoke_grant));
 }

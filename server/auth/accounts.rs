@@ -7,12 +7,14 @@
 //! | `E\0<email>` | user id |
 //! | `S\0<blake3(session id)>` | `Session` |
 //! | `SU\0<user id>\0<blake3(session id)>` | sessions of a user (for revocation) |
+//! | `T\0<token id>` | `ApiToken` |
+//! | `TU\0<user id>\0<token id>` | tokens of a user |
 //! | `C\0<name>` | a setting changed at run time (e.g. `self_signup`) |
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::model::{Id, Role, Session, User};
+use super::model::{ApiToken, Id, Role, Session, User};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AccountError {
@@ -155,6 +157,10 @@ impl Accounts {
             b.remove(k("S", &[&sk]));
             b.remove(k("SU", &[id.as_str(), &sk]));
         }
+        for t in self.tokens_of(id)? {
+            b.remove(k("T", &[t.id.as_str()]));
+            b.remove(k("TU", &[id.as_str(), t.id.as_str()]));
+        }
         self.tree.apply_batch(b)?;
         self.flush()?;
         Ok(Some(user))
@@ -231,6 +237,81 @@ impl Accounts {
         self.tree.apply_batch(b)?;
         self.flush()?;
         Ok(n)
+    }
+
+    /// Create an API token; returns the full secret string `lbx_<id>_<secret>`, shown once.
+    pub fn create_token(
+        &self,
+        user: &Id,
+        created_by: &Id,
+        label: &str,
+        now_ms: u64,
+        expires_ms: u64,
+    ) -> Result<(ApiToken, String), AccountError> {
+        let id = Id::random();
+        let secret = hex::encode(rand::random::<[u8; 24]>());
+        let t = ApiToken {
+            id: id.clone(),
+            user_id: user.clone(),
+            label: label.to_owned(),
+            secret_hash: blake3::hash(secret.as_bytes()).to_hex().to_string(),
+            created_ms: now_ms,
+            expires_ms,
+            last_used_ms: None,
+            created_by: created_by.clone(),
+        };
+        let mut b = sled::Batch::default();
+        b.insert(k("T", &[id.as_str()]), enc(&t));
+        b.insert(k("TU", &[user.as_str(), id.as_str()]), &[][..]);
+        self.tree.apply_batch(b)?;
+        self.flush()?;
+        Ok((t, format!("lbx_{id}_{secret}")))
+    }
+
+    pub fn token(&self, id: &Id) -> Result<Option<ApiToken>, AccountError> {
+        self.get(&k("T", &[id.as_str()]))
+    }
+
+    pub fn tokens_of(&self, user: &Id) -> Result<Vec<ApiToken>, AccountError> {
+        let mut p = k("TU", &[user.as_str()]);
+        p.push(0);
+        let mut out = Vec::new();
+        for key in self.tree.scan_prefix(&p).keys() {
+            let key = key?;
+            if let Some(id) = Id::parse(&String::from_utf8_lossy(&key[p.len()..]))
+                && let Some(t) = self.token(&id)?
+            {
+                out.push(t);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Record use of a token (not flushed: a lost last-used update is harmless).
+    pub fn touch_token(&self, t: &ApiToken) -> Result<(), AccountError> {
+        self.tree.insert(k("T", &[t.id.as_str()]), enc(t))?;
+        Ok(())
+    }
+
+    pub fn revoke_token(&self, id: &Id) -> Result<Option<ApiToken>, AccountError> {
+        let Some(t) = self.token(id)? else {
+            return Ok(None);
+        };
+        let mut b = sled::Batch::default();
+        b.remove(k("T", &[id.as_str()]));
+        b.remove(k("TU", &[t.user_id.as_str(), id.as_str()]));
+        self.tree.apply_batch(b)?;
+        self.flush()?;
+        Ok(Some(t))
+    }
+
+    /// End every session and revoke every token of a user (expiry, disable, role change).
+    pub fn end_all_access(&self, user: &Id) -> Result<(), AccountError> {
+        self.end_sessions_of(user, None)?;
+        for t in self.tokens_of(user)? {
+            self.revoke_token(&t.id)?;
+        }
+        Ok(())
     }
 
     /// A run-time setting, if it was ever changed.

@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod bootstrap;
+pub mod grants;
 pub mod model;
 pub mod password;
 pub mod throttle;

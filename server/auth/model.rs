@@ -109,6 +109,21 @@ pub struct Session {
     pub last_seen_ms: u64,
 }
 
+/// An API token for DICOMweb clients (`lbx_<id>_<secret>`). Only a hash of the secret is kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiToken {
+    pub id: Id,
+    pub user_id: Id,
+    pub label: String,
+    /// BLAKE3 of the secret, hex.
+    pub secret_hash: String,
+    pub created_ms: u64,
+    pub expires_ms: u64,
+    pub last_used_ms: Option<u64>,
+    /// Who created it (staff create tokens for facility accounts).
+    pub created_by: Id,
+}
+
 /// Normalise an email address for lookups: trimmed, lowercased. Refuses what cannot be one.
 pub fn normalise_email(raw: &str) -> Option<String> {
     let e = raw.trim().to_lowercase();
