@@ -28,6 +28,9 @@ pub struct Config {
     pub disk_reserve_bytes: u64,
     /// Patients may create their own accounts.
     pub self_signup: bool,
+    /// Per patient or facility account and UTC day: most bytes and instances STOW accepts.
+    pub stow_quota_bytes: u64,
+    pub stow_quota_instances: u64,
     /// A session ends after this long without a request.
     pub session_idle: std::time::Duration,
     /// A session ends this long after sign-in, whatever its use.
@@ -74,6 +77,12 @@ pub struct Settings {
     /// Let patients create their own accounts (POST /api/auth/register) [default: true]
     #[arg(long, env = "LIGHTBOX_SELF_SIGNUP", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub self_signup: Option<bool>,
+    /// Daily STOW quota per patient or facility account, in bytes [default: 5GB]
+    #[arg(long, env = "LIGHTBOX_STOW_QUOTA_BYTES", value_name = "SIZE")]
+    pub stow_quota_bytes: Option<String>,
+    /// Daily STOW quota per patient or facility account, in instances [default: 20000]
+    #[arg(long, env = "LIGHTBOX_STOW_QUOTA_INSTANCES", value_name = "N")]
+    pub stow_quota_instances: Option<u64>,
     /// Session idle timeout, e.g. 30m, 1h [default: 30m]
     #[arg(long, env = "LIGHTBOX_SESSION_IDLE", value_name = "DURATION")]
     pub session_idle: Option<String>,
@@ -97,6 +106,8 @@ impl Settings {
             max_upload: self.max_upload.or(lower.max_upload),
             disk_reserve: self.disk_reserve.or(lower.disk_reserve),
             self_signup: self.self_signup.or(lower.self_signup),
+            stow_quota_bytes: self.stow_quota_bytes.or(lower.stow_quota_bytes),
+            stow_quota_instances: self.stow_quota_instances.or(lower.stow_quota_instances),
             session_idle: self.session_idle.or(lower.session_idle),
             session_absolute: self.session_absolute.or(lower.session_absolute),
             log: self.log.or(lower.log),
@@ -178,6 +189,9 @@ pub fn finish(s: Settings) -> Result<Config, String> {
         max_upload_bytes,
         disk_reserve_bytes,
         self_signup: s.self_signup.unwrap_or(true),
+        stow_quota_bytes: parse_size(s.stow_quota_bytes.as_deref().unwrap_or("5GB"))
+            .map_err(|e| format!("stow_quota_bytes: {e}"))?,
+        stow_quota_instances: s.stow_quota_instances.unwrap_or(20_000),
         session_idle,
         session_absolute,
         log: s.log.unwrap_or_else(|| "info".into()),

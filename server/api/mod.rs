@@ -37,6 +37,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/api/grants/{id}"),
     ("POST", "/api/grants/claim"),
     ("GET", "/api/studies"),
+    ("GET", "/api/studies/{study}/access-history"),
 ];
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -81,5 +82,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .route("/grants/claim", web::post().to(grants::claim))
         .route("/studies", web::get().to(studies::my_studies))
+        .route(
+            "/studies/{study}/access-history",
+            web::get().to(studies::access_history),
+        )
         .route("/grants/{id}", web::delete().to(grants::revoke_grant));
 }

@@ -68,3 +68,66 @@ pub async fn my_studies(principal: Principal, state: web::Data<AppState>) -> Res
     state.audit.record(ev);
     Ok(HttpResponse::Ok().json(list))
 }
+
+/// `GET /api/studies/{study}/access-history`: who accessed a study the caller may see, as the
+/// role and organisation of each accessor (never staff emails or addresses). 404 for a study
+/// the caller may not see, exactly as for one that does not exist.
+pub async fn access_history(
+    principal: Principal,
+    state: web::Data<AppState>,
+    path: web::Path<StudyUid>,
+) -> Result<HttpResponse> {
+    access::check(&principal, Action::OwnAccount)?;
+    if !state.audit.healthy() {
+        return Err(Error::Unavailable(
+            "the audit trail cannot be written; try again later".into(),
+        ));
+    }
+    let study = path.into_inner();
+    let me = principal.user().expect("authorised").id.clone();
+    let st = state.clone();
+    let p2 = principal.clone();
+    let s2 = study.clone();
+    let rows = web::block(move || -> Result<Option<Vec<serde_json::Value>>> {
+        if !access::can_see_study(&st, &p2, &s2)? {
+            return Ok(None);
+        }
+        let filter = crate::audit::AuditFilter {
+            study: Some(s2.to_string()),
+            ..Default::default()
+        };
+        let records = st
+            .audit_log
+            .query(&filter, 500)
+            .map_err(|e| Error::store(e.to_string()))?;
+        let mut rows = Vec::with_capacity(records.len());
+        for r in records {
+            let e = r.event;
+            let accessor = match e.user_id.as_deref().and_then(crate::auth::Id::parse) {
+                Some(id) if id == me => json!({"who": "you"}),
+                Some(id) => match st.accounts.user(&id)? {
+                    Some(u) if u.role == crate::auth::Role::Facility => {
+                        json!({"who": "facility", "organisation": u.organisation})
+                    }
+                    Some(u) => json!({"who": u.role.as_str()}),
+                    None => json!({"who": e.role.unwrap_or_else(|| "account".into())}),
+                },
+                None => json!({"who": "anonymous"}),
+            };
+            rows.push(json!({
+                "time_ms": e.time_ms,
+                "event": e.event,
+                "action": e.action,
+                "outcome": e.outcome,
+                "accessor": accessor,
+            }));
+        }
+        Ok(Some(rows))
+    })
+    .await??
+    .ok_or_else(|| Error::NotFound(format!("no study {study}")))?;
+    let mut ev = principal.event(event::AUDIT_LOG_USED, "access-history", Outcome::Success);
+    ev.studies = vec![study.to_string()];
+    state.audit.record(ev);
+    Ok(HttpResponse::Ok().json(rows))
+}

@@ -9,6 +9,7 @@
 //! | `SU\0<user id>\0<blake3(session id)>` | sessions of a user (for revocation) |
 //! | `T\0<token id>` | `ApiToken` |
 //! | `TU\0<user id>\0<token id>` | tokens of a user |
+//! | `Q\0<user id>\0<UTC day>` | STOW usage of that day: `[bytes, instances]` |
 //! | `C\0<name>` | a setting changed at run time (e.g. `self_signup`) |
 
 use serde::Serialize;
@@ -311,6 +312,50 @@ impl Accounts {
         for t in self.tokens_of(user)? {
             self.revoke_token(&t.id)?;
         }
+        Ok(())
+    }
+
+    /// Reserve STOW quota for one instance of `bytes` on UTC day `day` (days since the epoch).
+    /// Returns false (nothing reserved) when it would exceed either limit. Atomic per account.
+    pub fn reserve_quota(
+        &self,
+        user: &Id,
+        day: u64,
+        bytes: u64,
+        max_bytes: u64,
+        max_instances: u64,
+    ) -> Result<bool, AccountError> {
+        let key = k("Q", &[user.as_str(), &day.to_string()]);
+        let mut ok = false;
+        self.tree.fetch_and_update(&key, |old| {
+            let [b, n]: [u64; 2] = old
+                .and_then(|v| serde_json::from_slice(v).ok())
+                .unwrap_or([0, 0]);
+            ok = b + bytes <= max_bytes && n < max_instances;
+            Some(if ok {
+                enc(&[b + bytes, n + 1])
+            } else {
+                enc(&[b, n])
+            })
+        })?;
+        Ok(ok)
+    }
+
+    /// Give back quota reserved for instances that were not stored.
+    pub fn release_quota(
+        &self,
+        user: &Id,
+        day: u64,
+        bytes: u64,
+        instances: u64,
+    ) -> Result<(), AccountError> {
+        let key = k("Q", &[user.as_str(), &day.to_string()]);
+        self.tree.fetch_and_update(&key, |old| {
+            let [b, n]: [u64; 2] = old
+                .and_then(|v| serde_json::from_slice(v).ok())
+                .unwrap_or([0, 0]);
+            Some(enc(&[b.saturating_sub(bytes), n.saturating_sub(instances)]))
+        })?;
         Ok(())
     }
 

@@ -339,6 +339,52 @@ async fn store(
             Err(e) => return Err(Error::internal(format!("staging task: {e}"))),
         }
     }
+    // Daily quotas for patients and facilities (PS3.18 Annex I: refused, out of resources).
+    let quota_user = principal
+        .user()
+        .filter(|u| !u.role.is_staff())
+        .map(|u| u.id.clone());
+    let day = crate::auth::now_ms() / 86_400_000;
+    let mut reserved: Vec<(String, u64)> = Vec::new();
+    if let Some(user) = &quota_user {
+        let st = state.clone();
+        let user = user.clone();
+        let sizes: Vec<u64> = staged.iter().map(|s| s.size).collect();
+        let granted = web::block(move || -> Result<Vec<bool>> {
+            sizes
+                .into_iter()
+                .map(|b| {
+                    Ok(st.accounts.reserve_quota(
+                        &user,
+                        day,
+                        b,
+                        st.config.stow_quota_bytes,
+                        st.config.stow_quota_instances,
+                    )?)
+                })
+                .collect()
+        })
+        .await??;
+        let mut kept = Vec::with_capacity(staged.len());
+        for (s, ok) in staged.into_iter().zip(granted) {
+            if ok {
+                reserved.push((s.parsed.sop.to_string(), s.size));
+                kept.push(s);
+            } else {
+                failed.push(
+                    Failure::new(
+                        reason::OUT_OF_RESOURCES,
+                        "the daily upload quota of this account is used up",
+                    )
+                    .with_uids(
+                        Some(s.parsed.sop_class.to_string()),
+                        Some(s.parsed.sop.to_string()),
+                    ),
+                );
+            }
+        }
+        staged = kept;
+    }
     if staged.is_empty() && failed.is_empty() && other_failures.is_empty() {
         return Err(Error::BadRequest(
             "the request holds no DICOM instances".into(),
@@ -350,6 +396,23 @@ async fn store(
     let st = state.clone();
     let results =
         web::block(move || st.store.commit_batch(staged, reserve, owner.as_deref())).await?;
+    if let Some(user) = quota_user {
+        // Give back what was reserved for instances not stored (or unchanged re-sends).
+        let counted: std::collections::HashSet<String> = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .filter(|s| s.outcome != crate::store::StoredKind::Unchanged)
+            .map(|s| s.sop.to_string())
+            .collect();
+        let (bytes, n) = reserved
+            .iter()
+            .filter(|(sop, _)| !counted.contains(sop))
+            .fold((0u64, 0u64), |(b, n), (_, size)| (b + size, n + 1));
+        if n > 0 {
+            let st = state.clone();
+            web::block(move || st.accounts.release_quota(&user, day, bytes, n)).await??;
+        }
+    }
     {
         let stored: Vec<&Stored> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
         let mut studies: Vec<String> = stored.iter().map(|s| s.study.to_string()).collect();
@@ -505,14 +568,14 @@ fn respond(
     };
     let mut resp = HttpResponse::build(status);
     resp.insert_header((header::CACHE_CONTROL, "private, no-store"));
-    if failed
+    if let Some(f) = failed
         .iter()
         .chain(other)
-        .any(|f| f.code == reason::OUT_OF_RESOURCES)
+        .find(|f| f.code == reason::OUT_OF_RESOURCES)
     {
         resp.insert_header((
             header::WARNING,
-            "A700 lightbox \"free disk space is below the configured reserve\"",
+            format!("A700 lightbox \"{}\"", f.reason.replace('"', "'")),
         ));
     }
     let conflicts: Vec<String> = stored
