@@ -83,21 +83,28 @@ impl Principal {
     }
 }
 
-/// The client address: the socket peer, or the first `X-Forwarded-For` hop when the peer is a
-/// trusted proxy.
+/// The client address: the socket peer or, when the peer is a trusted proxy, the right-most
+/// `X-Forwarded-For` hop that is not itself a trusted proxy (the left-most entries are whatever
+/// the client chose to send).
 pub fn client_ip(req: &HttpRequest, state: &AppState) -> Option<String> {
     let peer = req.peer_addr()?.ip();
-    if state.urls.trusts(peer)
-        && let Some(first) = req
-            .headers()
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|v| v.trim().parse::<std::net::IpAddr>().ok())
-    {
-        return Some(first.to_string());
+    if !state.urls.trusts(peer) {
+        return Some(peer.to_string());
     }
-    Some(peer.to_string())
+    let hops: Vec<std::net::IpAddr> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|h| h.trim().parse().ok())
+        .collect();
+    let client = hops
+        .iter()
+        .rev()
+        .find(|ip| !state.urls.trusts(**ip))
+        .copied()
+        .unwrap_or(peer);
+    Some(client.to_string())
 }
 
 /// May the session cookie authenticate this request? (CSRF rules, see the module doc.)
@@ -308,7 +315,9 @@ async fn resolve_session(state: &web::Data<AppState>, key: String) -> Result<Opt
             acc.end_all_access(&user.id)?;
             return Ok(None);
         }
-        if now.saturating_sub(s.last_seen_ms) > 60_000 {
+        // Record use often enough that an active session never looks idle (at most once a
+        // minute, more often for short idle timeouts).
+        if now.saturating_sub(s.last_seen_ms) > (idle / 2).min(60_000) {
             s.last_seen_ms = now;
             acc.touch_session(&key, &s)?;
         }

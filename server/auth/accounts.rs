@@ -133,6 +133,7 @@ impl Accounts {
         let old: Option<User> = self.get(&k("U", &[user.id.as_str()]))?;
         if let Some(old) = &old
             && old.role == Role::Admin
+            && !old.disabled
             && (user.role != Role::Admin || user.disabled)
             && self.active_admins()? <= 1
         {

@@ -15,11 +15,17 @@ static TOKENS: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(V
 
 /// The admin bearer token of the test server at `url`'s origin.
 pub fn token_for(url: &str) -> Option<String> {
+    // Newest first (a port may be reused by a later server), and the base must end at a
+    // path boundary (port 4000 is not port 40001).
     TOKENS
         .lock()
         .unwrap()
         .iter()
-        .find(|(base, _)| url.starts_with(base.as_str()))
+        .rev()
+        .find(|(base, _)| {
+            url.strip_prefix(base.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
         .map(|(_, t)| t.clone())
 }
 
