@@ -15,7 +15,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use actix_web::http::{Method, header};
-use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
+use actix_web::{FromRequest, HttpMessage, HttpRequest, dev::Payload, web};
 
 use crate::audit::{AuditEvent, Outcome};
 use crate::auth::{Id, Role, User, accounts::session_key, now_ms};
@@ -81,6 +81,52 @@ impl Principal {
             detail: serde_json::Value::Null,
         }
     }
+}
+
+/// Middleware for `/api` and `/dicom-web`: resolve the principal once, and refuse callers the
+/// route table does not admit (401 without credentials, 403 with too little role) before any
+/// extractor reads the body. The principal is kept in the request for the `Principal`
+/// extractor. DICOMweb routes need a signed-in account; CORS preflights never get here.
+pub async fn guard(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> std::result::Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error>
+{
+    use crate::api::Need;
+    if req.method() == Method::OPTIONS {
+        return Ok(next.call(req).await?.map_into_boxed_body());
+    }
+    let need = if req.path().starts_with("/api") {
+        let pattern = req.match_pattern();
+        crate::api::ROUTES
+            .iter()
+            .find(|(m, p, _)| req.method().as_str() == *m && pattern.as_deref() == Some(*p))
+            .map(|(_, _, n)| *n)
+            // Unknown /api routes fall through to the router's 404.
+            .unwrap_or(Need::Public)
+    } else {
+        Need::SignedIn
+    };
+    let principal = match Principal::resolve(req.request()).await {
+        Ok(p) => p,
+        Err(e) => return Ok(req.into_response(actix_web::ResponseError::error_response(&e))),
+    };
+    let refusal = match (need, principal.role()) {
+        (Need::Public, _) => None,
+        (_, None) => Some(Error::Unauthenticated("sign-in required".into())),
+        (Need::SignedIn, Some(_)) => None,
+        (Need::Staff, Some(r)) if r.is_staff() => None,
+        (Need::Admin, Some(Role::Admin)) => None,
+        (Need::Staff, Some(_)) => Some(Error::Forbidden(
+            "only the image library (staff) may do this".into(),
+        )),
+        (Need::Admin, Some(_)) => Some(Error::Forbidden("only admins may do this".into())),
+    };
+    if let Some(e) = refusal {
+        return Ok(req.into_response(actix_web::ResponseError::error_response(&e)));
+    }
+    req.extensions_mut().insert(principal);
+    Ok(next.call(req).await?.map_into_boxed_body())
 }
 
 /// The client address: the socket peer or, when the peer is a trusted proxy, the right-most
@@ -158,6 +204,21 @@ impl FromRequest for Principal {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let req = req.clone();
         Box::pin(async move {
+            // Resolved once by the guard middleware when the route has one.
+            let known = req.extensions().get::<Principal>().cloned();
+            if let Some(p) = known {
+                return Ok(p);
+            }
+            Principal::resolve(&req).await
+        })
+    }
+}
+
+impl Principal {
+    /// Resolve who is asking from the request's credentials (see the module doc).
+    pub async fn resolve(req: &HttpRequest) -> Result<Principal> {
+        let req = req.clone();
+        {
             let state = req
                 .app_data::<web::Data<AppState>>()
                 .cloned()
@@ -220,7 +281,7 @@ impl FromRequest for Principal {
                 )),
                 None => Ok(Principal::Anonymous { ip }),
             }
-        })
+        }
     }
 }
 
@@ -331,8 +392,10 @@ async fn resolve_session(state: &web::Data<AppState>, key: String) -> Result<Opt
 pub enum Action {
     /// STOW-RS, optionally into one named study.
     Store { study: Option<StudyUid> },
-    /// Read or change one's own account (me, password, sign out, delete).
+    /// Read or change one's own account (me, sign out, delete).
     OwnAccount,
+    /// See one's studies, their access history, or claim a delivered study.
+    OwnStudies,
     /// Change one's own password (allowed while a change is required).
     ChangeOwnPassword,
     /// Manage users and settings.
@@ -365,7 +428,17 @@ pub fn authorize(principal: &Principal, action: &Action) -> Result<()> {
         return Ok(());
     }
     let user = signed_in(principal)?;
+    // A temporary password opens nothing but its own change. API tokens are exempt: staff
+    // issue them to DICOMweb clients that never sign in interactively.
+    let via_token = matches!(
+        principal,
+        Principal::User {
+            via: Via::ApiToken,
+            ..
+        }
+    );
     if user.must_change_password
+        && !via_token
         && !matches!(action, Action::ChangeOwnPassword | Action::OwnAccount)
     {
         return Err(Error::Forbidden(
@@ -373,7 +446,9 @@ pub fn authorize(principal: &Principal, action: &Action) -> Result<()> {
         ));
     }
     match action {
-        Action::Health | Action::OwnAccount | Action::ChangeOwnPassword => Ok(()),
+        Action::Health | Action::OwnAccount | Action::OwnStudies | Action::ChangeOwnPassword => {
+            Ok(())
+        }
         Action::ManageUsers if user.role == Role::Admin => Ok(()),
         Action::ManageUsers => Err(Error::Forbidden("only admins manage users".into())),
         Action::ManageFacilities if user.role.is_staff() => Ok(()),

@@ -86,11 +86,13 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
         .route("/healthz", web::get().to(health::healthz))
         .service(
             web::scope("/api")
+                .wrap(actix_web::middleware::from_fn(access::guard))
                 .wrap(DefaultHeaders::new().add((header::CACHE_CONTROL, "no-store")))
                 .configure(api::routes),
         )
         .service(
             web::scope("/dicom-web")
+                .wrap(actix_web::middleware::from_fn(access::guard))
                 .wrap(DefaultHeaders::new().add((header::CACHE_CONTROL, "private, no-store")))
                 .wrap(cors(&config))
                 .configure(dicomweb::routes),

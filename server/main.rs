@@ -52,8 +52,6 @@ enum Command {
     },
     /// Check the audit trail's hash chain (run while the server is stopped)
     Audit {
-        #[command(flatten)]
-        settings: Settings,
         #[command(subcommand)]
         command: AuditCommand,
     },
@@ -62,7 +60,10 @@ enum Command {
 #[derive(Subcommand)]
 enum AuditCommand {
     /// Verify every record's hash and link; exit 1 at the first broken one
-    Verify,
+    Verify {
+        #[command(flatten)]
+        settings: Settings,
+    },
 }
 
 fn init_logging(filter: &str) {
@@ -80,7 +81,9 @@ fn main() -> ExitCode {
         Command::Serve { settings, .. }
         | Command::Import { settings, .. }
         | Command::Reindex { settings }
-        | Command::Audit { settings, .. } => settings.clone(),
+        | Command::Audit {
+            command: AuditCommand::Verify { settings },
+        } => settings.clone(),
     };
     let config = match config::load(settings, cli.config.as_deref()) {
         Ok(c) => c,
@@ -101,8 +104,7 @@ fn main() -> ExitCode {
         Command::Import { paths, .. } => lightbox::import::import_command(&config, &paths),
         Command::Reindex { .. } => lightbox::import::reindex_command(&config),
         Command::Audit {
-            command: AuditCommand::Verify,
-            ..
+            command: AuditCommand::Verify { .. },
         } => audit_verify(&config),
     };
     match result {

@@ -174,7 +174,7 @@ pub async fn claim(
     state: web::Data<AppState>,
     body: web::Json<ClaimBody>,
 ) -> Result<HttpResponse> {
-    access::check(&principal, Action::OwnAccount)?;
+    access::check(&principal, Action::OwnStudies)?;
     let user = principal.user().expect("authorised").clone();
     if user.role != Role::Patient {
         return Err(Error::Forbidden(

@@ -11,33 +11,49 @@ pub mod users;
 
 use actix_web::web;
 
-/// The `/api` route table (one table: the OpenAPI test reads it too).
-pub const ROUTES: &[(&str, &str)] = &[
-    ("POST", "/api/auth/register"),
-    ("POST", "/api/auth/login"),
-    ("POST", "/api/auth/logout"),
-    ("POST", "/api/auth/password"),
-    ("GET", "/api/me"),
-    ("DELETE", "/api/me"),
-    ("GET", "/api/users"),
-    ("PATCH", "/api/users/{id}"),
-    ("POST", "/api/users/{id}/password-reset"),
-    ("GET", "/api/settings"),
-    ("PUT", "/api/settings"),
-    ("POST", "/api/facilities"),
-    ("GET", "/api/facilities"),
-    ("POST", "/api/facilities/{id}/extend"),
-    ("POST", "/api/facilities/{id}/disable"),
-    ("POST", "/api/users/{id}/tokens"),
-    ("GET", "/api/users/{id}/tokens"),
-    ("DELETE", "/api/tokens/{id}"),
-    ("GET", "/api/audit"),
-    ("POST", "/api/studies/{study}/grants"),
-    ("GET", "/api/studies/{study}/grants"),
-    ("DELETE", "/api/grants/{id}"),
-    ("POST", "/api/grants/claim"),
-    ("GET", "/api/studies"),
-    ("GET", "/api/studies/{study}/access-history"),
+/// Who may call a route at all. Checked by [`crate::access::guard`] before any extractor runs
+/// (so a refused caller never learns anything from body validation); handlers then ask the
+/// policy about the specific object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// No credentials needed.
+    Public,
+    /// Any signed-in account.
+    SignedIn,
+    /// Staff or admin.
+    Staff,
+    /// Admin only.
+    Admin,
+}
+
+/// The `/api` route table: method, path pattern, who may call it. One table: the guard, the
+/// OpenAPI test and the authorization suite all read it.
+pub const ROUTES: &[(&str, &str, Need)] = &[
+    ("POST", "/api/auth/register", Need::Public),
+    ("POST", "/api/auth/login", Need::Public),
+    ("POST", "/api/auth/logout", Need::Public),
+    ("POST", "/api/auth/password", Need::SignedIn),
+    ("GET", "/api/me", Need::SignedIn),
+    ("DELETE", "/api/me", Need::SignedIn),
+    ("GET", "/api/users", Need::Admin),
+    ("PATCH", "/api/users/{id}", Need::Admin),
+    ("POST", "/api/users/{id}/password-reset", Need::Admin),
+    ("GET", "/api/settings", Need::Admin),
+    ("PUT", "/api/settings", Need::Admin),
+    ("POST", "/api/facilities", Need::Staff),
+    ("GET", "/api/facilities", Need::Staff),
+    ("POST", "/api/facilities/{id}/extend", Need::Staff),
+    ("POST", "/api/facilities/{id}/disable", Need::Staff),
+    ("POST", "/api/users/{id}/tokens", Need::Staff),
+    ("GET", "/api/users/{id}/tokens", Need::Staff),
+    ("DELETE", "/api/tokens/{id}", Need::Staff),
+    ("GET", "/api/audit", Need::Staff),
+    ("POST", "/api/studies/{study}/grants", Need::Staff),
+    ("GET", "/api/studies/{study}/grants", Need::Staff),
+    ("DELETE", "/api/grants/{id}", Need::Staff),
+    ("POST", "/api/grants/claim", Need::SignedIn),
+    ("GET", "/api/studies", Need::SignedIn),
+    ("GET", "/api/studies/{study}/access-history", Need::SignedIn),
 ];
 
 pub fn routes(cfg: &mut web::ServiceConfig) {

@@ -12,7 +12,7 @@ use crate::state::AppState;
 
 /// `GET /api/studies`
 pub async fn my_studies(principal: Principal, state: web::Data<AppState>) -> Result<HttpResponse> {
-    access::check(&principal, Action::OwnAccount)?;
+    access::check(&principal, Action::OwnStudies)?;
     if !state.audit.healthy() {
         // Reads of patient data fail closed when they cannot be audited.
         return Err(Error::Unavailable(
@@ -77,7 +77,7 @@ pub async fn access_history(
     state: web::Data<AppState>,
     path: web::Path<StudyUid>,
 ) -> Result<HttpResponse> {
-    access::check(&principal, Action::OwnAccount)?;
+    access::check(&principal, Action::OwnStudies)?;
     if !state.audit.healthy() {
         return Err(Error::Unavailable(
             "the audit trail cannot be written; try again later".into(),
