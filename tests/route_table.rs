@@ -154,3 +154,48 @@ fn every_route_admits_exactly_whom_the_table_says() {
         }
     }
 }
+
+#[test]
+fn daily_stow_quota_refuses_with_a700_and_spares_staff() {
+    let s = Server::start(&["--stow-quota-instances", "2"]);
+    let (patient, _) = register_and_login(&s, "quota@example.org");
+    let study = "1.2.826.0.1.3680043.10.1435.55.1";
+    let parts: Vec<Vec<u8>> = (0..3)
+        .map(|i| {
+            make_instance(
+                study,
+                &format!("{study}.1"),
+                &format!("{study}.1.{i}"),
+                "Q",
+                256,
+            )
+        })
+        .collect();
+    let r = authed_client(&patient)
+        .post(format!("{}/dicom-web/studies", s.url))
+        .header("Content-Type", stow_content_type())
+        .body(multipart(&parts))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    assert!(r.headers()["warning"].to_str().unwrap().starts_with("A700"));
+    let j: Value = r.json().unwrap();
+    assert_eq!(referenced(&j).len(), 2);
+    assert_eq!(failure_codes(&j, "00081198"), vec![0xA700]);
+    // Re-sending an already stored instance does not count against the quota... but a new one
+    // is still refused today.
+    let r = authed_client(&patient)
+        .post(format!("{}/dicom-web/studies", s.url))
+        .header("Content-Type", stow_content_type())
+        .body(multipart(&parts[..1]))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    // Staff are not subject to the quota.
+    let (st, _, b) = stow(
+        &format!("{}/studies", s.dicomweb()),
+        &stow_content_type(),
+        multipart(&parts),
+    );
+    assert_eq!(st, 200, "{b}");
+}

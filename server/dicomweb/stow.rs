@@ -349,26 +349,41 @@ async fn store(
     if let Some(user) = &quota_user {
         let st = state.clone();
         let user = user.clone();
-        let sizes: Vec<u64> = staged.iter().map(|s| s.size).collect();
-        let granted = web::block(move || -> Result<Vec<bool>> {
-            sizes
+        let items: Vec<(crate::ids::SopInstanceUid, String, u64)> = staged
+            .iter()
+            .map(|s| (s.parsed.sop.clone(), s.hash.clone(), s.size))
+            .collect();
+        // (counted, granted): byte-identical re-sends cost nothing.
+        let granted = web::block(move || -> Result<Vec<(bool, bool)>> {
+            items
                 .into_iter()
-                .map(|b| {
-                    Ok(st.accounts.reserve_quota(
+                .map(|(sop, hash, bytes)| {
+                    if st
+                        .store
+                        .repo
+                        .instance(&sop)?
+                        .is_some_and(|r| r.hash == hash)
+                    {
+                        return Ok((false, true));
+                    }
+                    let ok = st.accounts.reserve_quota(
                         &user,
                         day,
-                        b,
+                        bytes,
                         st.config.stow_quota_bytes,
                         st.config.stow_quota_instances,
-                    )?)
+                    )?;
+                    Ok((true, ok))
                 })
                 .collect()
         })
         .await??;
         let mut kept = Vec::with_capacity(staged.len());
-        for (s, ok) in staged.into_iter().zip(granted) {
+        for (s, (counted, ok)) in staged.into_iter().zip(granted) {
             if ok {
-                reserved.push((s.parsed.sop.to_string(), s.size));
+                if counted {
+                    reserved.push((s.parsed.sop.to_string(), s.size));
+                }
                 kept.push(s);
             } else {
                 failed.push(
