@@ -153,7 +153,8 @@ fn run(full: bool) -> Res<bool> {
             let queue = queue.clone();
             let url = url.clone();
             let content_type = content_type.clone();
-            std::thread::spawn(move || client(&queue, &url, &content_type))
+            let token = server.token.clone();
+            std::thread::spawn(move || client(&queue, &url, &content_type, &token))
         })
         .collect();
     let mut latencies: Vec<f64> = Vec::with_capacity(n_requests);
@@ -308,6 +309,7 @@ fn client(
     queue: &Mutex<VecDeque<(usize, Vec<u8>)>>,
     url: &str,
     content_type: &str,
+    token: &str,
 ) -> (Vec<f64>, Vec<String>) {
     let mut lat = Vec::new();
     let mut fail = Vec::new();
@@ -327,6 +329,7 @@ fn client(
             .post(url)
             .header("Content-Type", content_type)
             .header("Accept", "application/dicom+json")
+            .header("Authorization", format!("Bearer {token}"))
             .body(body)
             .send()
             .and_then(|r| {
@@ -440,7 +443,26 @@ fn instance(run_id: u64, n: usize) -> Vec<u8> {
 struct ServerGuard {
     child: Option<Child>,
     url: String,
+    /// Bearer token of the bootstrap admin (STOW needs authentication, as deployed).
+    token: String,
     exit_code: Option<i32>,
+}
+
+const BENCH_ADMIN_EMAIL: &str = "bench-admin@lightbox.local";
+const BENCH_ADMIN_PASSWORD: &str = "Bench-Quartz-Meadow-71";
+
+/// Sign in as the bench admin; returns the bearer token.
+fn sign_in(url: &str) -> Res<String> {
+    let r = reqwest::blocking::Client::new()
+        .post(format!("{url}/api/auth/login"))
+        .json(&json!({"email": BENCH_ADMIN_EMAIL, "password": BENCH_ADMIN_PASSWORD}))
+        .send()
+        .map_err(|e| format!("sign-in: {e}"))?;
+    let j: serde_json::Value = r.json().map_err(|e| format!("sign-in: {e}"))?;
+    j["token"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| format!("sign-in refused: {j}"))
 }
 
 impl ServerGuard {
@@ -449,6 +471,8 @@ impl ServerGuard {
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
             .env_remove("LIGHTBOX_CONFIG")
+            .env("LIGHTBOX_ADMIN_EMAIL", BENCH_ADMIN_EMAIL)
+            .env("LIGHTBOX_ADMIN_PASSWORD", BENCH_ADMIN_PASSWORD)
             // As deployed: no backtrace capture on every internal error value.
             .env_remove("RUST_BACKTRACE")
             .env(
@@ -464,6 +488,7 @@ impl ServerGuard {
         let mut guard = ServerGuard {
             child: Some(child),
             url: String::new(),
+            token: String::new(),
             exit_code: None,
         };
         let (tx, rx) = std::sync::mpsc::channel();
@@ -481,6 +506,7 @@ impl ServerGuard {
         loop {
             match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(url) if url.starts_with("http://127.0.0.1:") => {
+                    guard.token = sign_in(&url)?;
                     guard.url = url;
                     return Ok(guard);
                 }
