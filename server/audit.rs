@@ -314,7 +314,7 @@ pub struct AuditLog {
     head: Mutex<ChainHead>,
     /// Test hook: make `append_batch` fail as a broken store would.
     #[cfg(test)]
-    fail_writes: AtomicBool,
+    pub(crate) fail_writes: AtomicBool,
 }
 
 impl AuditLog {

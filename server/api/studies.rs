@@ -131,3 +131,81 @@ pub async fn access_history(
     state.audit.record(ev);
     Ok(HttpResponse::Ok().json(rows))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+
+    use actix_web::{App, test, web};
+
+    use crate::auth::{Accounts, Id, Role, User};
+    use crate::state::AppState;
+
+    /// Reads of patient data fail closed (503) once the audit trail cannot be written.
+    #[actix_web::test]
+    async fn patient_data_reads_fail_closed_when_the_audit_trail_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::config::finish(crate::config::Settings {
+            data: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        })
+        .unwrap();
+        let (store, _) = crate::store::Store::open(dir.path()).unwrap();
+        let store = Arc::new(store);
+        let accounts = Arc::new(Accounts::open(&store.db).unwrap());
+        let audit_log = Arc::new(crate::audit::AuditLog::open(&store.db).unwrap());
+        let audit = audit_log.clone().spawn_writer();
+        let user = User {
+            id: Id::random(),
+            email: "p@example.org".into(),
+            role: Role::Patient,
+            password_hash: "unused".into(),
+            created_ms: crate::auth::now_ms(),
+            must_change_password: false,
+            disabled: false,
+            expires_ms: None,
+            organisation: None,
+        };
+        accounts.create(&user).unwrap();
+        let sid = accounts
+            .create_session(&user.id, crate::auth::now_ms())
+            .unwrap();
+        let tokens = crate::auth::token::TokenKeys::from_secret(&[9u8; 32]);
+        let (token, _) = tokens
+            .issue(
+                &crate::auth::accounts::session_key(&sid),
+                crate::auth::now_ms() / 1000,
+            )
+            .unwrap();
+        let state = web::Data::new(AppState {
+            config,
+            grants: Arc::new(crate::auth::grants::Grants::open(&store.db).unwrap()),
+            store,
+            urls: Default::default(),
+            accounts,
+            tokens,
+            hasher: crate::auth::password::Hasher::new(1),
+            throttle: crate::auth::throttle::Throttle::new(Default::default()),
+            audit_log: audit_log.clone(),
+            audit: audit.clone(),
+        });
+        let app =
+            test::init_service(App::new().configure(|c| crate::configure(c, state.clone()))).await;
+        let get = || {
+            test::TestRequest::get()
+                .uri("/api/studies")
+                .insert_header(("Authorization", format!("Bearer {token}")))
+                .to_request()
+        };
+        assert_eq!(test::call_service(&app, get()).await.status().as_u16(), 200);
+        audit.flush().await.unwrap();
+        // The store under the trail breaks: the next batch fails and the sink turns unhealthy.
+        audit_log.fail_writes.store(true, Ordering::SeqCst);
+        assert_eq!(test::call_service(&app, get()).await.status().as_u16(), 200);
+        assert!(audit.flush().await.is_err());
+        assert!(!audit.healthy());
+        let resp = test::call_service(&app, get()).await;
+        assert_eq!(resp.status().as_u16(), 503);
+    }
+}
