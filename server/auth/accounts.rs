@@ -12,10 +12,10 @@
 //! | `Q\0<user id>\0<UTC day>` | STOW usage of that day: `[bytes, instances]` |
 //! | `C\0<name>` | a setting changed at run time (e.g. `self_signup`) |
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::model::{ApiToken, Id, Role, Session, User};
+use crate::store::kv::{self, enc, key as k};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AccountError {
@@ -47,21 +47,8 @@ pub struct Accounts {
     write: std::sync::Mutex<()>,
 }
 
-fn k(prefix: &str, parts: &[&str]) -> Vec<u8> {
-    let mut v = prefix.as_bytes().to_vec();
-    for p in parts {
-        v.push(0);
-        v.extend_from_slice(p.as_bytes());
-    }
-    v
-}
-
-fn enc<T: Serialize>(v: &T) -> Vec<u8> {
-    serde_json::to_vec(v).expect("records serialise")
-}
-
 fn dec<T: DeserializeOwned>(b: &[u8]) -> Result<T, AccountError> {
-    serde_json::from_slice(b).map_err(|e| AccountError::Corrupt(e.to_string()))
+    kv::dec(b).map_err(|e| AccountError::Corrupt(e.to_string()))
 }
 
 /// The stored key of a session id: its BLAKE3 hash, hex.

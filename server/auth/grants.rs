@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::accounts::AccountError;
 use super::model::Id;
 use crate::ids::StudyUid;
+use crate::store::kv::{enc, key as k};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -65,19 +66,6 @@ pub struct Grants {
     tree: sled::Tree,
     db: sled::Db,
     write: std::sync::Mutex<()>,
-}
-
-fn k(prefix: &str, parts: &[&str]) -> Vec<u8> {
-    let mut v = prefix.as_bytes().to_vec();
-    for p in parts {
-        v.push(0);
-        v.extend_from_slice(p.as_bytes());
-    }
-    v
-}
-
-fn enc<T: Serialize>(v: &T) -> Vec<u8> {
-    serde_json::to_vec(v).expect("records serialise")
 }
 
 /// Claim codes: 26 characters of Crockford base32 (130 bits), shown in groups of five.

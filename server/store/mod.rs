@@ -8,6 +8,7 @@
 //! orphan files (removed by [`Store::recover`]) but never an entry without its file.
 
 pub mod blob;
+pub mod kv;
 pub mod records;
 pub mod sled_repo;
 

@@ -23,6 +23,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value as Json;
 
+use super::kv::{self, enc, key as k};
 use super::records::*;
 use super::{CommitOutcome, MetaRepo, NewInstance, RepoError};
 use crate::ids::{SeriesUid, SopInstanceUid, StudyUid};
@@ -33,21 +34,8 @@ pub struct SledRepo {
     write: Mutex<()>,
 }
 
-fn k(prefix: &str, parts: &[&str]) -> Vec<u8> {
-    let mut v = prefix.as_bytes().to_vec();
-    for p in parts {
-        v.push(0);
-        v.extend_from_slice(p.as_bytes());
-    }
-    v
-}
-
-fn enc<T: Serialize>(v: &T) -> Vec<u8> {
-    serde_json::to_vec(v).expect("records serialise")
-}
-
 fn dec<T: DeserializeOwned>(b: &[u8]) -> Result<T, RepoError> {
-    serde_json::from_slice(b).map_err(|e| RepoError::Corrupt(e.to_string()))
+    kv::dec(b).map_err(|e| RepoError::Corrupt(e.to_string()))
 }
 
 impl SledRepo {
