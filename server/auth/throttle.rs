@@ -206,9 +206,14 @@ impl Throttle {
     /// recorded: at most the remaining free failures may be in flight at
     /// once, and only one once the account is in back-off. A reservation
     /// that is never recorded (request dropped) lapses after a minute.
-    pub fn check_account(&self, account_key: &str, now: Instant) -> Result<(), Retry> {
-        let mut st = self.lock();
-        self.maybe_prune(&mut st, now);
+    /// The account's entry, created (making room) or reset when expired.
+    fn account_entry<'a>(
+        &self,
+        st: &'a mut State,
+        account_key: &str,
+        now: Instant,
+    ) -> &'a mut Account {
+        self.maybe_prune(st, now);
         if let Some(a) = st.accounts.get(account_key)
             && self.account_expired(a, now)
         {
@@ -217,8 +222,7 @@ impl Throttle {
         if !st.accounts.contains_key(account_key) {
             make_room(&mut st.accounts, self.cfg.max_entries, |a| a.last);
         }
-        let a = st
-            .accounts
+        st.accounts
             .entry(account_key.to_owned())
             .or_insert_with(|| Account {
                 failures: 0,
@@ -226,7 +230,12 @@ impl Throttle {
                 pending_since: now,
                 blocked_until: now,
                 last: now,
-            });
+            })
+    }
+
+    pub fn check_account(&self, account_key: &str, now: Instant) -> Result<(), Retry> {
+        let mut st = self.lock();
+        let a = self.account_entry(&mut st, account_key, now);
         if a.pending > 0 && now.saturating_duration_since(a.pending_since) >= PENDING_TTL {
             a.pending = 0;
         }
@@ -259,25 +268,7 @@ impl Throttle {
     /// counted from `now`.
     pub fn record_failure(&self, account_key: &str, now: Instant) {
         let mut st = self.lock();
-        self.maybe_prune(&mut st, now);
-        if let Some(a) = st.accounts.get(account_key)
-            && self.account_expired(a, now)
-        {
-            st.accounts.remove(account_key);
-        }
-        if !st.accounts.contains_key(account_key) {
-            make_room(&mut st.accounts, self.cfg.max_entries, |a| a.last);
-        }
-        let a = st
-            .accounts
-            .entry(account_key.to_owned())
-            .or_insert_with(|| Account {
-                failures: 0,
-                pending: 0,
-                pending_since: now,
-                blocked_until: now,
-                last: now,
-            });
+        let a = self.account_entry(&mut st, account_key, now);
         a.pending = a.pending.saturating_sub(1);
         a.failures = a.failures.saturating_add(1);
         let delay = self.delay_for(a.failures);
