@@ -12,8 +12,6 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use common::*;
-use reqwest::blocking::RequestBuilder;
-use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "Tulip-Harbour-Lantern-93";
@@ -26,57 +24,6 @@ const SLACK_MS: u64 = 120_000;
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-struct Resp {
-    status: u16,
-    headers: HeaderMap,
-    text: String,
-    json: Value,
-}
-
-impl Resp {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    fn str(&self, field: &str) -> String {
-        self.json[field]
-            .as_str()
-            .unwrap_or_else(|| panic!("no string '{field}' in {}", self.text))
-            .to_owned()
-    }
-
-    fn array(&self) -> &Vec<Value> {
-        self.json
-            .as_array()
-            .unwrap_or_else(|| panic!("not an array: {}", self.text))
-    }
-
-    fn session_cookie(&self) -> String {
-        self.headers
-            .get_all("set-cookie")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find_map(|v| v.strip_prefix("lightbox_session="))
-            .and_then(|v| v.split(';').next())
-            .unwrap_or_else(|| panic!("no session cookie in {:?}", self.headers))
-            .to_owned()
-    }
-}
-
-fn send(rb: RequestBuilder) -> Resp {
-    let r = rb.send().expect("request");
-    let status = r.status().as_u16();
-    let headers = r.headers().clone();
-    let text = r.text().unwrap_or_default();
-    let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Resp {
-        status,
-        headers,
-        text,
-        json,
-    }
-}
 
 fn bearer(token: &str) -> String {
     format!("Bearer {token}")

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use reqwest::blocking::RequestBuilder;
-use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
 use lightbox::audit::{AuditFilter, AuditLog};
@@ -29,62 +28,6 @@ const PROCESSING_FAILURE: u64 = 0x0110;
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-struct Resp {
-    status: u16,
-    headers: HeaderMap,
-    text: String,
-    json: Value,
-}
-
-impl Resp {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    /// The `Set-Cookie` line of the session cookie, if any.
-    fn session_set_cookie(&self) -> Option<String> {
-        self.headers
-            .get_all("set-cookie")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find(|v| v.starts_with("lightbox_session="))
-            .map(str::to_owned)
-    }
-
-    /// The value of the session cookie set by this response.
-    fn session_cookie(&self) -> String {
-        let line = self
-            .session_set_cookie()
-            .unwrap_or_else(|| panic!("no session cookie in {:?}", self.headers));
-        line["lightbox_session=".len()..]
-            .split(';')
-            .next()
-            .unwrap()
-            .to_owned()
-    }
-
-    fn token(&self) -> String {
-        self.json["token"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no token in {}", self.text))
-            .to_owned()
-    }
-}
-
-fn send(rb: RequestBuilder) -> Resp {
-    let r = rb.send().expect("request");
-    let status = r.status().as_u16();
-    let headers = r.headers().clone();
-    let text = r.text().unwrap_or_default();
-    let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Resp {
-        status,
-        headers,
-        text,
-        json,
-    }
-}
 
 fn with_bearer(rb: RequestBuilder, token: &str) -> RequestBuilder {
     rb.header("Authorization", format!("Bearer {token}"))

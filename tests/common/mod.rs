@@ -412,3 +412,71 @@ pub fn make_instance(
     file.write_all(&mut out).unwrap();
     out
 }
+
+/// A response read whole: status, headers, text and (when it parses) JSON.
+pub struct Resp {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+    pub json: serde_json::Value,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn str(&self, field: &str) -> String {
+        self.json[field]
+            .as_str()
+            .unwrap_or_else(|| panic!("no string '{field}' in {}", self.text))
+            .to_owned()
+    }
+
+    pub fn array(&self) -> &Vec<serde_json::Value> {
+        self.json
+            .as_array()
+            .unwrap_or_else(|| panic!("not an array: {}", self.text))
+    }
+
+    /// The `Set-Cookie` line of the session cookie, if any.
+    pub fn session_set_cookie(&self) -> Option<String> {
+        self.headers
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.starts_with("lightbox_session="))
+            .map(str::to_owned)
+    }
+
+    /// The value of the session cookie set by this response.
+    pub fn session_cookie(&self) -> String {
+        let line = self
+            .session_set_cookie()
+            .unwrap_or_else(|| panic!("no session cookie in {:?}", self.headers));
+        line["lightbox_session=".len()..]
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned()
+    }
+
+    pub fn token(&self) -> String {
+        self.str("token")
+    }
+}
+
+/// Send a request and read the whole response.
+pub fn send(rb: reqwest::blocking::RequestBuilder) -> Resp {
+    let r = rb.send().expect("request");
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let text = r.text().unwrap_or_default();
+    let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+    Resp {
+        status,
+        headers,
+        text,
+        json,
+    }
+}
