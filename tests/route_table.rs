@@ -199,3 +199,47 @@ fn daily_stow_quota_refuses_with_a700_and_spares_staff() {
     );
     assert_eq!(st, 200, "{b}");
 }
+
+#[test]
+fn a_role_change_ends_api_tokens_too() {
+    let s = Server::start(&[]);
+    let fac: Value = s
+        .client()
+        .post(format!("{}/api/facilities", s.url))
+        .json(&json!({"email": "pacs@clinic.example", "organisation": "Clinic"}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let id = fac["user"]["id"].as_str().unwrap().to_owned();
+    let tok: Value = s
+        .client()
+        .post(format!("{}/api/users/{id}/tokens", s.url))
+        .json(&json!({"label": "gateway"}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let token = tok["token"].as_str().unwrap().to_owned();
+    let study = "1.2.826.0.1.3680043.10.1435.56.1";
+    let stow_with = |t: &str| {
+        authed_client(t)
+            .post(format!("{}/dicom-web/studies", s.url))
+            .header("Content-Type", stow_content_type())
+            .body(multipart(&[make_instance(
+                study,
+                &format!("{study}.1"),
+                &format!("{study}.1.1"),
+                "F",
+                256,
+            )]))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    // API tokens work for DICOMweb even before the facility's first interactive sign-in.
+    assert_eq!(stow_with(&token), 200);
+    promote(&s, &id, "patient");
+    assert_eq!(stow_with(&token), 401);
+}

@@ -33,7 +33,7 @@ pub struct UserUpdate {
 }
 
 /// `PATCH /api/users/{id}` (admin): role and disabled flag. The last admin cannot be demoted
-/// or disabled; a change of role or a disable ends the user's sessions.
+/// or disabled; a change of role or a disable ends the user's sessions and API tokens.
 pub async fn update_user(
     principal: Principal,
     state: web::Data<AppState>,
@@ -58,7 +58,8 @@ pub async fn update_user(
         }
         st.accounts.update(&user)?;
         if (user.role, user.disabled) != before {
-            st.accounts.end_sessions_of(&user.id, None)?;
+            // New privileges start from a fresh sign-in; API tokens go with the old role.
+            st.accounts.end_all_access(&user.id)?;
         }
         Ok(user)
     })
