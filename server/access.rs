@@ -402,6 +402,9 @@ pub enum Action {
     ManageUsers,
     /// Create, extend and disable facility accounts; manage their API tokens.
     ManageFacilities,
+    /// Search or read studies through DICOMweb; what each caller sees is scoped by
+    /// [`visible_studies`] and [`can_see_study`].
+    Read,
     /// Server health (no patient data).
     Health,
 }
@@ -446,9 +449,11 @@ pub fn authorize(principal: &Principal, action: &Action) -> Result<()> {
         ));
     }
     match action {
-        Action::Health | Action::OwnAccount | Action::OwnStudies | Action::ChangeOwnPassword => {
-            Ok(())
-        }
+        Action::Health
+        | Action::OwnAccount
+        | Action::OwnStudies
+        | Action::ChangeOwnPassword
+        | Action::Read => Ok(()),
         Action::ManageUsers if user.role == Role::Admin => Ok(()),
         Action::ManageUsers => Err(Error::Forbidden("only admins manage users".into())),
         Action::ManageFacilities if user.role.is_staff() => Ok(()),
@@ -497,6 +502,23 @@ pub fn can_see_study(state: &AppState, principal: &Principal, study: &StudyUid) 
         return Ok(true);
     }
     Ok(state.grants.visible(&user.id, study)?)
+}
+
+/// The studies a principal may see, for searches that must be scoped inside the query:
+/// `None` for staff (every study), else the studies the account uploaded or was granted.
+/// Blocking (sled reads).
+pub fn visible_studies(state: &AppState, principal: &Principal) -> Result<Option<Vec<StudyUid>>> {
+    let Some(user) = principal.user() else {
+        return Ok(Some(Vec::new()));
+    };
+    if user.role.is_staff() {
+        return Ok(None);
+    }
+    let mut v = state.store.repo.owned_studies(user.id.as_str())?;
+    v.extend(state.grants.visible_studies(&user.id)?);
+    v.sort();
+    v.dedup();
+    Ok(Some(v))
 }
 
 /// Helper for handlers.

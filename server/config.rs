@@ -35,6 +35,10 @@ pub struct Config {
     pub session_idle: std::time::Duration,
     /// A session ends this long after sign-in, whatever its use.
     pub session_absolute: std::time::Duration,
+    /// QIDO-RS: most results per response (a larger `limit` is clamped).
+    pub qido_max_results: usize,
+    /// QIDO-RS: match person names case-sensitively (default: case- and accent-insensitive).
+    pub qido_case_sensitive_pn: bool,
     pub log: String,
 }
 
@@ -89,6 +93,12 @@ pub struct Settings {
     /// Session absolute lifetime, e.g. 12h [default: 12h]
     #[arg(long, env = "LIGHTBOX_SESSION_ABSOLUTE", value_name = "DURATION")]
     pub session_absolute: Option<String>,
+    /// QIDO-RS: most results per response; a larger limit is clamped [default: 1000]
+    #[arg(long, env = "LIGHTBOX_QIDO_MAX_RESULTS", value_name = "N")]
+    pub qido_max_results: Option<usize>,
+    /// QIDO-RS: match person names case-sensitively [default: false]
+    #[arg(long, env = "LIGHTBOX_QIDO_CASE_SENSITIVE_PN", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub qido_case_sensitive_pn: Option<bool>,
     /// Log filter (tracing EnvFilter syntax) [default: info]
     #[arg(long, env = "LIGHTBOX_LOG", value_name = "FILTER")]
     pub log: Option<String>,
@@ -110,6 +120,8 @@ impl Settings {
             stow_quota_instances: self.stow_quota_instances.or(lower.stow_quota_instances),
             session_idle: self.session_idle.or(lower.session_idle),
             session_absolute: self.session_absolute.or(lower.session_absolute),
+            qido_max_results: self.qido_max_results.or(lower.qido_max_results),
+            qido_case_sensitive_pn: self.qido_case_sensitive_pn.or(lower.qido_case_sensitive_pn),
             log: self.log.or(lower.log),
         }
     }
@@ -194,6 +206,11 @@ pub fn finish(s: Settings) -> Result<Config, String> {
         stow_quota_instances: s.stow_quota_instances.unwrap_or(20_000),
         session_idle,
         session_absolute,
+        qido_max_results: match s.qido_max_results.unwrap_or(1000) {
+            0 => return Err("qido_max_results must be at least 1".into()),
+            n => n,
+        },
+        qido_case_sensitive_pn: s.qido_case_sensitive_pn.unwrap_or(false),
         log: s.log.unwrap_or_else(|| "info".into()),
     })
 }

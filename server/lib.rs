@@ -15,6 +15,7 @@ pub mod health;
 pub mod http;
 pub mod ids;
 pub mod import;
+pub mod search;
 pub mod state;
 pub mod store;
 

@@ -19,6 +19,7 @@ use serde_json::Value as Json;
 
 use crate::dicom::parse::{self, Failure, Layout, Parsed, reason};
 use crate::ids::{SeriesUid, SopInstanceUid, StudyUid};
+use crate::search::catalog::Catalog;
 use blob::{BlobKey, BlobStore, FsBlobStore};
 use records::*;
 use sled_repo::SledRepo;
@@ -95,6 +96,8 @@ pub trait MetaRepo: Send + Sync {
     /// Every study an account owns.
     fn owned_studies(&self, owner: &str) -> Result<Vec<StudyUid>, RepoError>;
     fn all_instances(&self) -> Result<Vec<InstanceRecord>, RepoError>;
+    fn all_studies(&self) -> Result<Vec<StudyRecord>, RepoError>;
+    fn all_series(&self) -> Result<Vec<SeriesRecord>, RepoError>;
     /// (studies, series, instances)
     fn counts(&self) -> Result<(u64, u64, u64), RepoError>;
     /// Make every change so far durable.
@@ -146,6 +149,9 @@ pub struct Store {
     /// The sled database holding the index, also home of the accounts and audit trees.
     pub db: sled::Db,
     pub blobs: Arc<dyn BlobStore>,
+    /// The in-memory search catalog, kept in step with the index by every method here that
+    /// changes it.
+    pub catalog: Arc<Catalog>,
     data: PathBuf,
 }
 
@@ -170,6 +176,7 @@ impl Store {
             db: repo.db(),
             repo: Arc::new(repo),
             blobs: Arc::new(blobs),
+            catalog: Arc::new(Catalog::default()),
             data: data.to_path_buf(),
         };
         let report = store.recover()?;
@@ -189,6 +196,7 @@ impl Store {
                 store.reindex(|_, _| {})?;
             }
         }
+        store.catalog.rebuild(store.repo.as_ref())?;
         Ok((store, report))
     }
 
@@ -285,6 +293,7 @@ impl Store {
             progress(i + 1, total);
         }
         self.repo.flush()?;
+        self.catalog.rebuild(self.repo.as_ref())?;
         Ok(report)
     }
 
@@ -458,6 +467,7 @@ impl Store {
         }
         // 2. Index.
         let mut superseded: Vec<BlobKey> = Vec::new();
+        let mut touched: Vec<StudyUid> = Vec::new();
         for (i, new) in pending {
             let rec = new.record.clone();
             let fail = |code: u16, msg: String| {
@@ -470,12 +480,14 @@ impl Store {
                         CommitOutcome::Stored => StoredKind::New,
                         CommitOutcome::Unchanged => StoredKind::Unchanged,
                         CommitOutcome::Replaced { old } => {
+                            touched.push(old.study.clone());
                             if old.blob != rec.blob {
                                 superseded.push(old.blob.clone());
                             }
                             StoredKind::Replaced
                         }
                     };
+                    touched.push(rec.study.clone());
                     let conflict = self
                         .repo
                         .study(&rec.study)
@@ -529,6 +541,13 @@ impl Store {
                 })
                 .collect();
         }
+        touched.sort();
+        touched.dedup();
+        for study in &touched {
+            if let Err(e) = self.catalog.refresh(self.repo.as_ref(), study) {
+                tracing::error!(error = %e, study = %study, "search catalog refresh failed");
+            }
+        }
         for key in superseded {
             if let Err(e) = self.blobs.remove(&key) {
                 tracing::warn!(file = key.as_str(), error = %e, "could not remove a replaced file; recovery will");
@@ -555,6 +574,7 @@ impl Store {
             }
         }
         self.repo.flush()?;
+        self.catalog.refresh(self.repo.as_ref(), study)?;
         for b in &blobs {
             if let Err(e) = self.blobs.remove(b) {
                 tracing::warn!(file = b.as_str(), error = %e, "could not remove a deleted file; recovery will");

@@ -207,6 +207,24 @@ impl MetaRepo for SledRepo {
             .collect()
     }
 
+    fn all_studies(&self) -> Result<Vec<StudyRecord>, RepoError> {
+        let p = k("S", &[""]);
+        self.tree
+            .scan_prefix(&p)
+            .values()
+            .map(|v| dec(&v?))
+            .collect()
+    }
+
+    fn all_series(&self) -> Result<Vec<SeriesRecord>, RepoError> {
+        let p = k("E", &[""]);
+        self.tree
+            .scan_prefix(&p)
+            .values()
+            .map(|v| dec(&v?))
+            .collect()
+    }
+
     fn counts(&self) -> Result<(u64, u64, u64), RepoError> {
         let count = |prefix: &str| -> Result<u64, RepoError> {
             let mut p = prefix.as_bytes().to_vec();
