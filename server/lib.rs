@@ -192,7 +192,7 @@ pub async fn run(
         tracing::error!(error = %e, "audit trail flush at shutdown failed");
     }
     let s = store.clone();
-    web::block(move || s.repo.flush())
+    web::block(move || s.close())
         .await
         .map_err(std::io::Error::other)?
         .map_err(std::io::Error::other)?;

@@ -120,6 +120,7 @@ fn audit_verify(config: &config::Config) -> Result<(), String> {
     let (store, _) = lightbox::store::Store::open(&config.data).map_err(|e| e.to_string())?;
     let log = lightbox::audit::AuditLog::open(&store.db).map_err(|e| e.to_string())?;
     let report = log.verify().map_err(|e| e.to_string())?;
+    store.close().map_err(|e| e.to_string())?;
     let (_, head) = log.head();
     match report.first_bad {
         None => {

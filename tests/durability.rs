@@ -207,3 +207,27 @@ fn kill_9_during_stows_loses_no_acknowledged_instance_and_indexes_nothing_partia
     );
     assert_eq!(st, 200);
 }
+
+#[test]
+fn a_clean_stop_lets_the_next_start_skip_recovery_and_a_crash_does_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let marker = data.join("clean-shutdown");
+    // A server stopped gracefully leaves the marker.
+    let mut s = Server::start_on(&data, &[]);
+    assert!(!marker.exists(), "no marker while running");
+    assert_eq!(s.stop(), Some(0));
+    assert!(marker.exists(), "a graceful stop records a clean shutdown");
+    // Opening consumes it: a crash from now on must recover.
+    let (store, _) = Store::open(&data).unwrap();
+    assert!(!marker.exists());
+    drop(store); // no close(): like a crash
+    std::fs::write(data.join("tmp").join("leftover.part"), b"half an upload").unwrap();
+    let (store, report) = Store::open(&data).unwrap();
+    assert_eq!(
+        report.temp_files_removed, 1,
+        "an unclean stop runs recovery"
+    );
+    store.close().unwrap();
+    assert!(marker.exists());
+}

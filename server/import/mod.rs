@@ -179,7 +179,7 @@ pub fn reindex_command(config: &Config) -> Result<(), String> {
     for (file, why) in &report.unreadable {
         println!("  unreadable: {file}: {why}");
     }
-    Ok(())
+    store.close().map_err(|e| e.to_string())
 }
 
 /// `lightbox import PATH...`: see the module documentation.
@@ -254,7 +254,7 @@ pub fn import_command(config: &Config, paths: &[PathBuf]) -> Result<(), String> 
     summary.print();
     match fatal {
         Some(f) => Err(format!("import stopped: {f}")),
-        None => Ok(()),
+        None => store.close().map_err(|e| e.to_string()),
     }
 }
 

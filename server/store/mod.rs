@@ -144,6 +144,9 @@ pub struct RecoveryReport {
     pub foreign_files: Vec<PathBuf>,
 }
 
+/// Present in the data directory only between a clean stop and the next start.
+const CLEAN_MARKER: &str = "clean-shutdown";
+
 pub struct Store {
     pub repo: Arc<dyn MetaRepo>,
     /// The sled database holding the index, also home of the accounts and audit trees.
@@ -179,7 +182,18 @@ impl Store {
             catalog: Arc::new(Catalog::default()),
             data: data.to_path_buf(),
         };
-        let report = store.recover()?;
+        // After a clean stop the files and the index agree: skip the full scans of recovery
+        // (which read every file name and every record). The marker goes first, so a crash
+        // from here on recovers at the next start.
+        let marker = data.join(CLEAN_MARKER);
+        let report = if marker.exists() {
+            std::fs::remove_file(&marker)
+                .and_then(|()| blob::sync_dir(data))
+                .map_err(|e| RepoError::Open(format!("cannot remove {}: {e}", marker.display())))?;
+            RecoveryReport::default()
+        } else {
+            store.recover()?
+        };
         match store.repo.schema_version()? {
             Some(v) if v == SCHEMA_VERSION => {}
             None if store.repo.counts()?.2 == 0
@@ -198,6 +212,18 @@ impl Store {
         }
         store.catalog.rebuild(store.repo.as_ref())?;
         Ok((store, report))
+    }
+
+    /// Flushes the index and records a clean stop, so that the next [`Store::open`] can skip
+    /// recovery. Call once, when nothing will write any more.
+    pub fn close(&self) -> Result<(), RepoError> {
+        self.repo.flush()?;
+        let io = |e: std::io::Error| RepoError::Open(format!("cannot record a clean stop: {e}"));
+        let marker = self.data.join(CLEAN_MARKER);
+        let f = std::fs::File::create(&marker).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        blob::sync_dir(&self.data).map_err(io)?;
+        Ok(())
     }
 
     pub fn data_dir(&self) -> &Path {
