@@ -498,16 +498,17 @@ pub fn parse(params: &QueryParams, level: Level, s: &Settings) -> Result<Query> 
         .collect();
     let mut predicates: Vec<Predicate> = Vec::new();
     let mut keys = Vec::new();
-    let mut seen: Vec<&str> = Vec::new();
+    let mut seen: Vec<Vec<Tag>> = Vec::new();
     for (name, value) in params.iter() {
         if RESERVED.contains(&name) {
             continue;
         }
-        if seen.contains(&name) {
-            return Err(bad(name, "given more than once"));
-        }
-        seen.push(name);
         let (path, vr) = parse_attr(name, "query parameter")?;
+        // The same attribute twice, by name or by tag, is ambiguous.
+        if seen.contains(&path) {
+            return Err(bad(name, "the same attribute is given more than once"));
+        }
+        seen.push(path.clone());
         let tag = path[0];
         let attr_level = match indexed_level(tag) {
             Some(l) if l <= level => l,
@@ -717,6 +718,7 @@ mod tests {
         assert!(err("fuzzymatching=yes", Level::Study).contains("fuzzymatching"));
         assert!(err("includefield=all&includefield=00081030", Level::Study).contains("all"));
         assert!(err("PatientID=1&PatientID=2", Level::Study).contains("more than once"));
+        assert!(err("PatientID=1&00100020=2", Level::Study).contains("'00100020'"));
         assert!(err("KVP=120", Level::Instance).contains("KVP"));
         assert!(err("includefield=NoSuchThing", Level::Study).contains("NoSuchThing"));
     }
