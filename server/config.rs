@@ -39,6 +39,8 @@ pub struct Config {
     pub qido_max_results: usize,
     /// QIDO-RS: match person names case-sensitively (default: case- and accent-insensitive).
     pub qido_case_sensitive_pn: bool,
+    /// WADO-RS metadata: BulkDataURIs as paths (`/dicom-web/...`) instead of absolute URLs.
+    pub bulkdata_uri_relative: bool,
     pub log: String,
 }
 
@@ -99,6 +101,9 @@ pub struct Settings {
     /// QIDO-RS: match person names case-sensitively [default: false]
     #[arg(long, env = "LIGHTBOX_QIDO_CASE_SENSITIVE_PN", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub qido_case_sensitive_pn: Option<bool>,
+    /// WADO-RS metadata: write BulkDataURIs as paths (/dicom-web/...) instead of absolute URLs [default: false]
+    #[arg(long, env = "LIGHTBOX_BULKDATA_URI_RELATIVE", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub bulkdata_uri_relative: Option<bool>,
     /// Log filter (tracing EnvFilter syntax) [default: info]
     #[arg(long, env = "LIGHTBOX_LOG", value_name = "FILTER")]
     pub log: Option<String>,
@@ -122,6 +127,7 @@ impl Settings {
             session_absolute: self.session_absolute.or(lower.session_absolute),
             qido_max_results: self.qido_max_results.or(lower.qido_max_results),
             qido_case_sensitive_pn: self.qido_case_sensitive_pn.or(lower.qido_case_sensitive_pn),
+            bulkdata_uri_relative: self.bulkdata_uri_relative.or(lower.bulkdata_uri_relative),
             log: self.log.or(lower.log),
         }
     }
@@ -211,6 +217,7 @@ pub fn finish(s: Settings) -> Result<Config, String> {
             n => n,
         },
         qido_case_sensitive_pn: s.qido_case_sensitive_pn.unwrap_or(false),
+        bulkdata_uri_relative: s.bulkdata_uri_relative.unwrap_or(false),
         log: s.log.unwrap_or_else(|| "info".into()),
     })
 }

@@ -166,6 +166,7 @@ pub async fn run(
         throttle: auth::throttle::Throttle::new(Default::default()),
         audit_log,
         audit: audit.clone(),
+        metadata_cache: Default::default(),
     });
     tracing::info!(
         listen = %bound,

@@ -22,4 +22,6 @@ pub struct AppState {
     pub throttle: Throttle,
     pub audit_log: Arc<AuditLog>,
     pub audit: AuditSink,
+    /// Pre-compressed WADO-RS series metadata.
+    pub metadata_cache: crate::dicomweb::metadata::Cache,
 }

@@ -189,6 +189,7 @@ mod tests {
             throttle: crate::auth::throttle::Throttle::new(Default::default()),
             audit_log: audit_log.clone(),
             audit: audit.clone(),
+            metadata_cache: Default::default(),
         });
         let app =
             test::init_service(App::new().configure(|c| crate::configure(c, state.clone()))).await;

@@ -4,4 +4,5 @@
 pub mod attrs;
 pub mod charset;
 pub mod parse;
+pub mod transcode;
 pub mod walk;

@@ -523,7 +523,8 @@ fn template_into(
 ) -> Result<(), serde_json::Error> {
     for elem in obj.iter() {
         let tag = elem.tag();
-        if tag == tags::PIXEL_DATA || tag.group() == 0x0002 {
+        // Group lengths are not attributes (PS3.18 F.2: not in DICOM JSON).
+        if tag == tags::PIXEL_DATA || tag.group() == 0x0002 || tag.element() == 0x0000 {
             continue;
         }
         let key = format!("{:04X}{:04X}", tag.group(), tag.element());

@@ -1,18 +1,22 @@
 //! DICOMweb (PS3.18) under `/dicom-web`: one module per transaction.
 
+pub mod metadata;
 pub mod qido;
 pub mod stow;
+pub mod wado;
 pub mod xml;
 
 use actix_web::web;
 
-/// The DICOMweb route table. Later transactions (WADO-RS, rendered) add their lines here.
+/// The DICOMweb route table. Later transactions (rendered, thumbnails) add their lines here.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/studies", web::post().to(stow::store_instances))
-        .route(
-            "/studies/{study}",
-            web::post().to(stow::store_study_instances),
-        )
+    const STUDY: &str = "/studies/{study}";
+    const SERIES: &str = "/studies/{study}/series/{series}";
+    const INSTANCE: &str = "/studies/{study}/series/{series}/instances/{instance}";
+    cfg
+        // STOW-RS (PS3.18 10.5)
+        .route("/studies", web::post().to(stow::store_instances))
+        .route(STUDY, web::post().to(stow::store_study_instances))
         // QIDO-RS (PS3.18 10.6)
         .route("/studies", web::get().to(qido::studies))
         .route("/series", web::get().to(qido::all_series))
@@ -25,5 +29,18 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route(
             "/studies/{study}/series/{series}/instances",
             web::get().to(qido::series_instances),
+        )
+        // WADO-RS (PS3.18 10.4)
+        .route(STUDY, web::get().to(wado::retrieve_study))
+        .route(SERIES, web::get().to(wado::retrieve_series))
+        .route(INSTANCE, web::get().to(wado::retrieve_instance))
+        .route(&format!("{STUDY}/metadata"), web::get().to(metadata::study))
+        .route(
+            &format!("{SERIES}/metadata"),
+            web::get().to(metadata::series),
+        )
+        .route(
+            &format!("{INSTANCE}/metadata"),
+            web::get().to(metadata::instance),
         );
 }

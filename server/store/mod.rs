@@ -85,6 +85,8 @@ pub enum CommitOutcome {
 pub trait MetaRepo: Send + Sync {
     fn instance(&self, sop: &SopInstanceUid) -> Result<Option<InstanceRecord>, RepoError>;
     fn metadata(&self, sop: &SopInstanceUid) -> Result<Option<Json>, RepoError>;
+    /// The metadata template as stored (JSON bytes), for responses that splice it unparsed.
+    fn metadata_raw(&self, sop: &SopInstanceUid) -> Result<Option<Vec<u8>>, RepoError>;
     fn series(&self, series: &SeriesUid) -> Result<Option<SeriesRecord>, RepoError>;
     fn study(&self, study: &StudyUid) -> Result<Option<StudyRecord>, RepoError>;
     fn series_of_study(&self, study: &StudyUid) -> Result<Vec<SeriesUid>, RepoError>;

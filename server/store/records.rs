@@ -11,7 +11,7 @@ use crate::dicom::parse::FrameAccess;
 use crate::ids::{SeriesUid, SopClassUid, SopInstanceUid, StudyUid};
 
 /// Bump when a record gains or changes a field; start-up then rebuilds the index from files.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InstanceRecord {

@@ -104,6 +104,10 @@ impl MetaRepo for SledRepo {
         self.get(&k("M", &[sop.as_str()]))
     }
 
+    fn metadata_raw(&self, sop: &SopInstanceUid) -> Result<Option<Vec<u8>>, RepoError> {
+        Ok(self.tree.get(k("M", &[sop.as_str()]))?.map(|v| v.to_vec()))
+    }
+
     fn series(&self, series: &SeriesUid) -> Result<Option<SeriesRecord>, RepoError> {
         self.get(&k("E", &[series.as_str()]))
     }

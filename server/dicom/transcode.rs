@@ -1,0 +1,213 @@
+//! Which transfer syntax an instance goes out in (PS3.18 8.7.3), and the conversion itself.
+//!
+//! Decisions are made from the stored transfer syntax alone (from the index), before any byte
+//! is streamed, so a retrieve can answer 206 or 406 up front. Conversions open the one file
+//! and go through dicom-pixeldata's `Transcode` (decoders: JPEG baseline/extended/lossless, RLE,
+//! JPEG 2000 via OpenJPEG's Rust port, JPEG-LS via CharLS; encoder: JPEG-LS lossless), then fix
+//! what a decompression changes: PlanarConfiguration, and LossyImageCompression when the source
+//! was lossy.
+
+use std::path::Path;
+
+use dicom_core::{DataElement, PrimitiveValue, VR};
+use dicom_dictionary_std::tags;
+use dicom_encoding::TransferSyntaxIndex;
+use dicom_pixeldata::Transcode;
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+
+pub const IMPLICIT_LE: &str = "1.2.840.10008.1.2";
+pub const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
+pub const DEFLATED_LE: &str = "1.2.840.10008.1.2.1.99";
+pub const EXPLICIT_BE: &str = "1.2.840.10008.1.2.2";
+pub const JPEG_LS_LOSSLESS: &str = "1.2.840.10008.1.2.4.80";
+
+/// What the client asked for (the `transfer-syntax` media-type parameter).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Want {
+    /// No parameter: Explicit VR Little Endian, except lossy data and video stay as stored.
+    Default,
+    /// `transfer-syntax=*`: as stored, except Implicit VR LE and big endian (not for the web).
+    AsStored,
+    /// A named transfer syntax.
+    Named(String),
+}
+
+impl Want {
+    pub fn from_param(p: Option<&str>) -> Want {
+        match p.map(str::trim) {
+            None | Some("") => Want::Default,
+            Some("*") => Want::AsStored,
+            Some(t) => Want::Named(t.to_owned()),
+        }
+    }
+}
+
+/// Lossy transfer syntaxes: data stored in them may stay so by default (PS3.18 8.7.3.5.2).
+pub fn is_lossy(ts: &str) -> bool {
+    matches!(
+        ts,
+        "1.2.840.10008.1.2.4.50"
+            | "1.2.840.10008.1.2.4.51"
+            | "1.2.840.10008.1.2.4.81"
+            | "1.2.840.10008.1.2.4.91"
+            | "1.2.840.10008.1.2.4.93"
+            | "1.2.840.10008.1.2.4.203"
+            | "1.2.840.10008.1.2.4.111"
+            | "1.2.840.10008.1.2.4.112"
+    ) || is_video(ts)
+}
+
+/// MPEG-2, MPEG-4 and HEVC: never decoded.
+pub fn is_video(ts: &str) -> bool {
+    ts.strip_prefix("1.2.840.10008.1.2.4.")
+        .and_then(|n| n.parse::<u32>().ok())
+        .is_some_and(|n| (100..=108).contains(&n))
+}
+
+/// Transfer syntaxes whose pixel data is not encapsulated.
+pub fn is_native(ts: &str) -> bool {
+    matches!(ts, IMPLICIT_LE | EXPLICIT_LE | DEFLATED_LE | EXPLICIT_BE)
+}
+
+/// Whether this build can decode pixel data stored in `ts`.
+pub fn can_decode(ts: &str) -> bool {
+    is_native(ts)
+        || matches!(
+            ts,
+            "1.2.840.10008.1.2.4.50"
+                | "1.2.840.10008.1.2.4.51"
+                | "1.2.840.10008.1.2.4.57"
+                | "1.2.840.10008.1.2.4.70"
+                | "1.2.840.10008.1.2.5"
+                | "1.2.840.10008.1.2.4.90"
+                | "1.2.840.10008.1.2.4.91"
+                | JPEG_LS_LOSSLESS
+                | "1.2.840.10008.1.2.4.81"
+        )
+}
+
+/// Transfer syntaxes this build can write from decoded pixels.
+pub const TARGETS: &[&str] = &[EXPLICIT_LE, JPEG_LS_LOSSLESS];
+
+/// The transfer syntax an instance stored in `stored` goes out in, or `None` when it cannot be
+/// delivered as asked.
+pub fn plan(stored: &str, want: &Want) -> Option<String> {
+    match want {
+        Want::Default => {
+            if stored == EXPLICIT_LE || is_lossy(stored) {
+                Some(stored.to_owned())
+            } else if can_decode(stored) {
+                Some(EXPLICIT_LE.to_owned())
+            } else {
+                None
+            }
+        }
+        Want::AsStored => Some(if matches!(stored, IMPLICIT_LE | EXPLICIT_BE) {
+            EXPLICIT_LE.to_owned()
+        } else {
+            stored.to_owned()
+        }),
+        Want::Named(t) if matches!(t.as_str(), IMPLICIT_LE | EXPLICIT_BE) => None,
+        Want::Named(t) if t == stored => Some(stored.to_owned()),
+        Want::Named(t)
+            if TARGETS.contains(&t.as_str()) && can_decode(stored) && !is_video(stored) =>
+        {
+            Some(t.clone())
+        }
+        Want::Named(_) => None,
+    }
+}
+
+/// Reads the file and writes it again in `target`: a whole Part 10 file. Blocking; holds the
+/// instance in memory (one instance at a time per request).
+pub fn convert(path: &Path, target: &str) -> Result<Vec<u8>, String> {
+    let mut obj = dicom_object::open_file(path).map_err(|e| format!("cannot read: {e}"))?;
+    let source = obj
+        .meta()
+        .transfer_syntax()
+        .trim_end_matches('\0')
+        .to_owned();
+    let ts = TransferSyntaxRegistry
+        .get(target)
+        .ok_or_else(|| format!("transfer syntax {target} is not known"))?;
+    let was_encapsulated = !is_native(&source);
+    obj.transcode(ts)
+        .map_err(|e| format!("cannot convert from {source} to {target}: {e}"))?;
+    if was_encapsulated && is_native(target) {
+        let samples = obj
+            .get(tags::SAMPLES_PER_PIXEL)
+            .and_then(|e| e.to_int::<u16>().ok())
+            .unwrap_or(1);
+        if samples > 1 {
+            // Decoders hand out interleaved samples.
+            obj.put(DataElement::new(
+                tags::PLANAR_CONFIGURATION,
+                VR::US,
+                PrimitiveValue::from(0u16),
+            ));
+        }
+    }
+    if is_lossy(&source) {
+        obj.put(DataElement::new(
+            tags::LOSSY_IMAGE_COMPRESSION,
+            VR::CS,
+            PrimitiveValue::from("01"),
+        ));
+    }
+    let mut out = Vec::new();
+    obj.write_all(&mut out)
+        .map_err(|e| format!("cannot write {target}: {e}"))?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transfer_syntax_rules() {
+        let d = Want::Default;
+        assert_eq!(plan(EXPLICIT_LE, &d).as_deref(), Some(EXPLICIT_LE));
+        assert_eq!(plan(IMPLICIT_LE, &d).as_deref(), Some(EXPLICIT_LE));
+        assert_eq!(plan(EXPLICIT_BE, &d).as_deref(), Some(EXPLICIT_LE));
+        assert_eq!(plan(DEFLATED_LE, &d).as_deref(), Some(EXPLICIT_LE));
+        assert_eq!(
+            plan("1.2.840.10008.1.2.4.70", &d).as_deref(),
+            Some(EXPLICIT_LE)
+        );
+        assert_eq!(
+            plan("1.2.840.10008.1.2.4.50", &d).as_deref(),
+            Some("1.2.840.10008.1.2.4.50"),
+            "lossy stays lossy"
+        );
+        assert_eq!(
+            plan("1.2.840.10008.1.2.4.102", &d).as_deref(),
+            Some("1.2.840.10008.1.2.4.102"),
+            "video is never decoded"
+        );
+        assert_eq!(
+            plan("1.2.840.10008.1.2.4.201", &d),
+            None,
+            "HTJ2K: no decoder"
+        );
+        let any = Want::AsStored;
+        assert_eq!(plan(IMPLICIT_LE, &any).as_deref(), Some(EXPLICIT_LE));
+        assert_eq!(plan(DEFLATED_LE, &any).as_deref(), Some(DEFLATED_LE));
+        assert_eq!(
+            plan("1.2.840.10008.1.2.4.201", &any).as_deref(),
+            Some("1.2.840.10008.1.2.4.201")
+        );
+        let named = |t: &str| Want::Named(t.into());
+        assert_eq!(plan(EXPLICIT_LE, &named(IMPLICIT_LE)), None);
+        assert_eq!(
+            plan("1.2.840.10008.1.2.4.90", &named(EXPLICIT_LE)).as_deref(),
+            Some(EXPLICIT_LE)
+        );
+        assert_eq!(
+            plan(EXPLICIT_LE, &named(JPEG_LS_LOSSLESS)).as_deref(),
+            Some(JPEG_LS_LOSSLESS)
+        );
+        assert_eq!(plan(EXPLICIT_LE, &named("1.2.840.10008.1.2.4.50")), None);
+        assert_eq!(plan("1.2.840.10008.1.2.4.102", &named(EXPLICIT_LE)), None);
+    }
+}
