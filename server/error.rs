@@ -31,6 +31,9 @@ pub enum Error {
     /// 409: formed correctly but conflicts with what is stored.
     #[error("{0}")]
     Conflict(String),
+    /// 416: a `Range` outside the resource; `length` is its size.
+    #[error("{message}")]
+    RangeNotSatisfiable { message: String, length: u64 },
     /// 413: the request body is larger than the configured maximum.
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -62,6 +65,7 @@ impl Error {
             Error::NotAcceptable(_) => "not-acceptable",
             Error::Conflict(_) => "conflict",
             Error::PayloadTooLarge(_) => "payload-too-large",
+            Error::RangeNotSatisfiable { .. } => "range-not-satisfiable",
             Error::UnsupportedMediaType(_) => "unsupported-media-type",
             Error::TooManyRequests { .. } => "too-many-requests",
             Error::Unavailable(_) => "unavailable",
@@ -93,6 +97,7 @@ impl ResponseError for Error {
             Error::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -115,6 +120,9 @@ impl ResponseError for Error {
         if matches!(self, Error::Unauthenticated(_)) {
             // Never Basic in the challenge: it pops browser dialogs.
             resp.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"lightbox\""));
+        }
+        if let Error::RangeNotSatisfiable { length, .. } = self {
+            resp.insert_header((header::CONTENT_RANGE, format!("bytes */{length}")));
         }
         if let Error::TooManyRequests { retry_after, .. } = self {
             resp.insert_header((header::RETRY_AFTER, retry_after.to_string()));

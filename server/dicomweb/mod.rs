@@ -1,5 +1,6 @@
 //! DICOMweb (PS3.18) under `/dicom-web`: one module per transaction.
 
+pub mod bulk;
 pub mod metadata;
 pub mod qido;
 pub mod stow;
@@ -42,5 +43,37 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route(
             &format!("{INSTANCE}/metadata"),
             web::get().to(metadata::instance),
+        )
+        .route(
+            &format!("{INSTANCE}/frames/{{frames}}"),
+            web::get().to(bulk::frames),
+        )
+        .route(
+            &format!("{STUDY}/bulkdata"),
+            web::get().to(bulk::study_bulkdata),
+        )
+        .route(
+            &format!("{SERIES}/bulkdata"),
+            web::get().to(bulk::series_bulkdata),
+        )
+        .route(
+            &format!("{INSTANCE}/bulkdata"),
+            web::get().to(bulk::instance_bulkdata),
+        )
+        .route(
+            &format!("{INSTANCE}/bulkdata/{{path:.+}}"),
+            web::get().to(bulk::bulkdata_path),
+        )
+        .route(
+            &format!("{STUDY}/pixeldata"),
+            web::get().to(bulk::study_pixeldata),
+        )
+        .route(
+            &format!("{SERIES}/pixeldata"),
+            web::get().to(bulk::series_pixeldata),
+        )
+        .route(
+            &format!("{INSTANCE}/pixeldata"),
+            web::get().to(bulk::instance_pixeldata),
         );
 }
