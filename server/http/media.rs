@@ -214,6 +214,32 @@ pub fn parse_accept(header: &str) -> Result<Vec<MediaRange>> {
         .collect()
 }
 
+/// Like [`parse_accept`], but an invalid element of a list is skipped (PS3.18 8.7: invalid or
+/// unsupported values in a list are ignored); only a list with nothing valid in it is an error.
+///
+/// # Errors
+/// [`Error::BadRequest`] for the first bad element when no element is valid.
+pub fn parse_accept_lenient(header: &str) -> Result<Vec<MediaRange>> {
+    let elements = split_unquoted(header, b',').map_err(|why| {
+        Error::BadRequest(format!("invalid Accept value '{}': {why}", clip(header)))
+    })?;
+    let mut out = Vec::new();
+    let mut first_error = None;
+    for e in elements.into_iter().filter(|e| !e.trim().is_empty()) {
+        match MediaRange::parse(e) {
+            Ok(r) => out.push(r),
+            Err(err) => {
+                tracing::debug!(error = %err, "ignoring an invalid Accept element");
+                first_error.get_or_insert(err);
+            }
+        }
+    }
+    match first_error {
+        Some(err) if out.is_empty() => Err(err),
+        _ => Ok(out),
+    }
+}
+
 /// The media ranges a request asks for, in the client's order.
 ///
 /// The `accept` query parameter (PS3.18 8.3.3.1; it may repeat, each a comma list) overrides the
@@ -223,7 +249,7 @@ pub fn parse_accept(header: &str) -> Result<Vec<MediaRange>> {
 /// space; a space can never sit there in a valid media range.
 ///
 /// # Errors
-/// [`Error::BadRequest`] if a range does not parse or an `Accept` header is not visible ASCII.
+/// [`Error::BadRequest`] if no range of a list parses or an `Accept` header is not visible ASCII.
 pub fn requested_ranges(req: &HttpRequest, query: &QueryParams) -> Result<Vec<MediaRange>> {
     let from_query: Vec<&str> = query
         .get_all("accept")
@@ -235,11 +261,11 @@ pub fn requested_ranges(req: &HttpRequest, query: &QueryParams) -> Result<Vec<Me
             let s = value.to_str().map_err(|_| {
                 Error::BadRequest("the Accept header contains non-ASCII characters".into())
             })?;
-            ranges.extend(parse_accept(s)?);
+            ranges.extend(parse_accept_lenient(s)?);
         }
     } else {
         for v in from_query {
-            ranges.extend(parse_accept(&restore_plus(v))?);
+            ranges.extend(parse_accept_lenient(&restore_plus(v))?);
         }
     }
     if ranges.is_empty() {
@@ -917,6 +943,14 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(e, Error::BadRequest(_)));
+
+        // An invalid element beside valid ones is ignored.
+        let ok = requested(TestRequest::get().uri("/x").insert_header((
+            "Accept",
+            "nonsense, application/dicom+json;q=5, application/dicom+json",
+        )))
+        .unwrap();
+        assert_eq!(ok, ["application/dicom+json"]);
 
         let bad = header::HeaderValue::from_bytes(b"application/dicom+json; x=\xe9").unwrap();
         let e = requested(
