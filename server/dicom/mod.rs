@@ -3,6 +3,7 @@
 
 pub mod attrs;
 pub mod charset;
+pub mod j2k;
 pub mod parse;
 pub mod transcode;
 pub mod walk;

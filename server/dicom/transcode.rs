@@ -3,7 +3,8 @@
 //! Decisions are made from the stored transfer syntax alone (from the index), before any byte
 //! is streamed, so a retrieve can answer 206 or 406 up front. Conversions open the one file
 //! and go through dicom-pixeldata's `Transcode` (decoders: JPEG baseline/extended/lossless, RLE,
-//! JPEG 2000 via OpenJPEG's Rust port, JPEG-LS via CharLS; encoder: JPEG-LS lossless), then fix
+//! JPEG 2000 via OpenJPEG's Rust port, JPEG-LS via CharLS; encoders: JPEG-LS lossless via
+//! CharLS, JPEG 2000 lossless via [`super::j2k`]), then fix
 //! what a decompression changes: PlanarConfiguration, and LossyImageCompression when the source
 //! was lossy.
 
@@ -20,6 +21,7 @@ pub const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
 pub const DEFLATED_LE: &str = "1.2.840.10008.1.2.1.99";
 pub const EXPLICIT_BE: &str = "1.2.840.10008.1.2.2";
 pub const JPEG_LS_LOSSLESS: &str = "1.2.840.10008.1.2.4.80";
+pub const J2K_LOSSLESS: &str = "1.2.840.10008.1.2.4.90";
 
 /// What the client asked for (the `transfer-syntax` media-type parameter).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,7 +89,7 @@ pub fn can_decode(ts: &str) -> bool {
 }
 
 /// Transfer syntaxes this build can write from decoded pixels.
-pub const TARGETS: &[&str] = &[EXPLICIT_LE, JPEG_LS_LOSSLESS];
+pub const TARGETS: &[&str] = &[EXPLICIT_LE, JPEG_LS_LOSSLESS, J2K_LOSSLESS];
 
 /// The transfer syntax an instance stored in `stored` goes out in, or `None` when it cannot be
 /// delivered as asked.
@@ -131,8 +133,25 @@ pub fn convert(path: &Path, target: &str) -> Result<Vec<u8>, String> {
         .get(target)
         .ok_or_else(|| format!("transfer syntax {target} is not known"))?;
     let was_encapsulated = !is_native(&source);
-    obj.transcode(ts)
-        .map_err(|e| format!("cannot convert from {source} to {target}: {e}"))?;
+    if target == J2K_LOSSLESS {
+        // Through native samples, then our own encoder (see `j2k`).
+        let ele = TransferSyntaxRegistry.get(EXPLICIT_LE).expect("built in");
+        obj.transcode(ele)
+            .map_err(|e| format!("cannot decode {source}: {e}"))?;
+        if was_encapsulated {
+            // Decoders hand out interleaved samples.
+            obj.put(DataElement::new(
+                tags::PLANAR_CONFIGURATION,
+                VR::US,
+                PrimitiveValue::from(0u16),
+            ));
+        }
+        encode_j2k(&mut obj)?;
+        obj.update_meta(|m| m.set_transfer_syntax(ts));
+    } else {
+        obj.transcode(ts)
+            .map_err(|e| format!("cannot convert from {source} to {target}: {e}"))?;
+    }
     if was_encapsulated && is_native(target) {
         let samples = obj
             .get(tags::SAMPLES_PER_PIXEL)
@@ -160,9 +179,108 @@ pub fn convert(path: &Path, target: &str) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
+/// Replaces native Pixel Data by JPEG 2000 lossless fragments, one per frame.
+fn encode_j2k(obj: &mut dicom_object::DefaultDicomObject) -> Result<(), String> {
+    let int = |tag| {
+        obj.get(tag)
+            .and_then(|e| e.to_int::<u32>().ok())
+            .ok_or_else(|| format!("{tag} is missing"))
+    };
+    let layout = super::j2k::Layout {
+        rows: int(tags::ROWS)?,
+        columns: int(tags::COLUMNS)?,
+        samples_per_pixel: int(tags::SAMPLES_PER_PIXEL).unwrap_or(1) as u16,
+        bits_allocated: int(tags::BITS_ALLOCATED)? as u16,
+        bits_stored: int(tags::BITS_STORED)? as u16,
+        signed: int(tags::PIXEL_REPRESENTATION).unwrap_or(0) == 1,
+        planar: int(tags::PLANAR_CONFIGURATION).unwrap_or(0) == 1,
+    };
+    let frames = obj
+        .get(tags::NUMBER_OF_FRAMES)
+        .and_then(|e| e.to_int::<u32>().ok())
+        .unwrap_or(1)
+        .max(1) as usize;
+    let pixels = obj
+        .get(tags::PIXEL_DATA)
+        .ok_or("no pixel data")?
+        .to_bytes()
+        .map_err(|e| format!("pixel data: {e}"))?
+        .into_owned();
+    let len = layout.frame_len();
+    if len == 0 || pixels.len() < len * frames {
+        return Err("pixel data is shorter than its frames".into());
+    }
+    let mut fragments = Vec::with_capacity(frames);
+    let mut offsets = Vec::with_capacity(frames);
+    let mut at = 0u32;
+    for f in 0..frames {
+        let j2k = super::j2k::encode_frame(&layout, &pixels[f * len..(f + 1) * len])?;
+        offsets.push(at);
+        at += 8 + j2k.len() as u32;
+        fragments.push(j2k);
+    }
+    obj.put(DataElement::new_with_len(
+        tags::PIXEL_DATA,
+        VR::OB,
+        dicom_core::Length::UNDEFINED,
+        dicom_core::value::PixelFragmentSequence::new(offsets, fragments),
+    ));
+    if layout.samples_per_pixel > 1 {
+        obj.put(DataElement::new(
+            tags::PLANAR_CONFIGURATION,
+            VR::US,
+            PrimitiveValue::from(0u16),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fixture(name: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/dicom")
+            .join(name)
+    }
+
+    fn pixels(bytes: &[u8]) -> Vec<u8> {
+        use dicom_pixeldata::PixelDecoder;
+        let obj = dicom_object::from_reader(&bytes[128..]).expect("parses");
+        obj.decode_pixel_data().expect("decodes").data().to_vec()
+    }
+
+    #[test]
+    fn lossless_targets_round_trip_to_the_reference_pixels() {
+        for (source, target) in [
+            ("ct_explicit.dcm", J2K_LOSSLESS),
+            ("ct_explicit.dcm", JPEG_LS_LOSSLESS),
+            ("ct_rle.dcm", J2K_LOSSLESS),
+            ("ct_implicit.dcm", EXPLICIT_LE),
+            ("ct_bigendian.dcm", EXPLICIT_LE),
+            ("ct_deflate.dcm", EXPLICIT_LE),
+            ("ct_j2k.dcm", EXPLICIT_LE),
+            ("ct_jpegls.dcm", EXPLICIT_LE),
+        ] {
+            // The reference: the source's own pixels, as the decoder reads them.
+            let reference = pixels(&std::fs::read(fixture(source)).unwrap());
+            let out = convert(&fixture(source), target).unwrap_or_else(|e| panic!("{source}: {e}"));
+            let obj = dicom_object::from_reader(&out[128..]).unwrap();
+            assert_eq!(
+                obj.meta().transfer_syntax().trim_end_matches('\0'),
+                target,
+                "{source}"
+            );
+            let got = pixels(&out);
+            assert!(
+                got == reference,
+                "{source} -> {target}: pixels differ ({} vs {} bytes)",
+                got.len(),
+                reference.len()
+            );
+        }
+    }
 
     #[test]
     fn transfer_syntax_rules() {
@@ -208,6 +326,10 @@ mod tests {
             Some(JPEG_LS_LOSSLESS)
         );
         assert_eq!(plan(EXPLICIT_LE, &named("1.2.840.10008.1.2.4.50")), None);
+        assert_eq!(
+            plan(IMPLICIT_LE, &named(J2K_LOSSLESS)).as_deref(),
+            Some(J2K_LOSSLESS)
+        );
         assert_eq!(plan("1.2.840.10008.1.2.4.102", &named(EXPLICIT_LE)), None);
     }
 }
