@@ -213,11 +213,11 @@ pub fn stream_parts(
                 PartBody::Ready(bytes) => send(Ok(bytes)),
                 PartBody::File(path) => match std::fs::File::open(&path) {
                     Ok(mut f) => loop {
-                        let mut buf = vec![0u8; CHUNK];
-                        match f.read(&mut buf) {
+                        // `read_to_end` into spare capacity: no zeroing of each chunk.
+                        let mut buf = Vec::with_capacity(CHUNK);
+                        match f.by_ref().take(CHUNK as u64).read_to_end(&mut buf) {
                             Ok(0) => break true,
-                            Ok(n) => {
-                                buf.truncate(n);
+                            Ok(_) => {
                                 if !send(Ok(Bytes::from(buf))) {
                                     return;
                                 }
