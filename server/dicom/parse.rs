@@ -235,8 +235,22 @@ pub fn parse_file(path: &Path) -> Result<Parsed, Failure> {
         let result = match first {
             // Some writers declare Explicit VR but encode Implicit VR (dicom-rs reads these
             // adaptively); accept the file when it walks cleanly as implicit.
-            Err(e) if explicit && !big_endian => {
+            Err(e) if ts == "1.2.840.10008.1.2.1" => {
                 walk::walk(&mut reader, dataset_start, false, file_len, &opts).map_err(|_| e)
+            }
+            // Other explicit syntaxes (the compressed ones) have no implicit twin: a data set
+            // encoded in implicit VR under them cannot be represented, and dicom-rs misreads it
+            // (allocating by garbage lengths), so it is refused here.
+            Err(e) if explicit && !big_endian => {
+                if walk::walk(&mut reader, dataset_start, false, file_len, &opts).is_ok() {
+                    return Err(fail(
+                        reason::CANNOT_UNDERSTAND,
+                        format!(
+                            "the data set is encoded in Implicit VR, but transfer syntax {ts} requires Explicit VR"
+                        ),
+                    ));
+                }
+                Err(e)
             }
             other => other,
         };
@@ -246,6 +260,16 @@ pub fn parse_file(path: &Path) -> Result<Parsed, Failure> {
                 format!("malformed data set: {e}"),
             )
         })?;
+        if w.un_undefined_length {
+            // dicom-rs 0.10 reads the implicit-VR content of such an element as explicit VR
+            // and then allocates by a misread length (GBs for a tiny file): refused up front.
+            return Err(fail(
+                reason::CANNOT_UNDERSTAND,
+                "the data set holds an element of VR UN with undefined length (a sequence in \
+                 implicit VR, CP-246), which this server cannot read yet"
+                    .into(),
+            ));
+        }
         (!big_endian).then_some(w)
     } else {
         // A deflated data set cannot be walked by offset. Bound what it inflates to before
@@ -295,6 +319,7 @@ pub fn parse_file(path: &Path) -> Result<Parsed, Failure> {
             }
         })?;
     let mut obj: InMemDicomObject = obj.into_inner();
+    retype_unknown(&mut obj);
 
     // Identity: all four UIDs must be present and valid.
     let class_raw = text(&obj, tags::SOP_CLASS_UID);
@@ -501,6 +526,152 @@ fn meta_end(reader: &mut (impl Read + Seek), file_len: u64) -> Result<u64, Strin
 
 fn trim(s: &str) -> String {
     s.trim_end_matches(['\0', ' ']).to_owned()
+}
+
+/// Standard attributes some writers encode with VR UN (values as in Implicit VR LE) are given
+/// their dictionary VR, so that they are indexed, matched and returned as what they are
+/// (PS3.5 6.2.2: UN is for values whose VR is not known to the writer). Sequences and values
+/// that do not decode are left as UN.
+fn retype_unknown(obj: &mut InMemDicomObject) {
+    use dicom_core::dictionary::DataDictionary;
+    let mut fixes = Vec::new();
+    for elem in obj.iter() {
+        if elem.vr() != VR::UN {
+            continue;
+        }
+        let Some(vr) = dicom_dictionary_std::StandardDataDictionary
+            .by_tag(elem.tag())
+            .and_then(|e| e.vr.exact())
+        else {
+            continue;
+        };
+        let Value::Primitive(p) = elem.value() else {
+            continue;
+        };
+        let bytes = p.to_bytes();
+        if let Some(v) = decode_as(vr, &bytes) {
+            fixes.push(DataElement::new(elem.tag(), vr, v));
+        }
+    }
+    for f in fixes {
+        obj.put(f);
+    }
+}
+
+/// Decodes Implicit VR LE value bytes as `vr`.
+fn decode_as(vr: VR, b: &[u8]) -> Option<PrimitiveValue> {
+    use dicom_core::smallvec::SmallVec;
+    let text = || -> String {
+        let raw = match std::str::from_utf8(b) {
+            Ok(s) => s.to_owned(),
+            // Latin-1, the most common single-byte repertoire.
+            Err(_) => b.iter().map(|&c| c as char).collect(),
+        };
+        raw.trim_end_matches(['\0', ' ']).to_owned()
+    };
+    macro_rules! nums {
+        ($t:ty, $n:expr, $variant:ident) => {{
+            if b.len() % $n != 0 {
+                return None;
+            }
+            let v: SmallVec<[$t; 2]> = b
+                .chunks_exact($n)
+                .map(|c| <$t>::from_le_bytes(c.try_into().expect("exact chunk")))
+                .collect();
+            PrimitiveValue::$variant(v)
+        }};
+    }
+    if b.is_empty() {
+        return Some(PrimitiveValue::Empty);
+    }
+    Some(match vr {
+        VR::AE
+        | VR::AS
+        | VR::CS
+        | VR::DA
+        | VR::DS
+        | VR::DT
+        | VR::IS
+        | VR::LO
+        | VR::PN
+        | VR::SH
+        | VR::TM
+        | VR::UC
+        | VR::UI => {
+            let t = text();
+            if t.trim().is_empty() {
+                return Some(PrimitiveValue::Empty);
+            }
+            let parts: SmallVec<[String; 2]> = t.split('\\').map(|s| s.trim().to_owned()).collect();
+            PrimitiveValue::Strs(parts)
+        }
+        VR::LT | VR::ST | VR::UT | VR::UR => {
+            let t = text();
+            if t.trim().is_empty() {
+                return Some(PrimitiveValue::Empty);
+            }
+            PrimitiveValue::Str(t)
+        }
+        VR::US => nums!(u16, 2, U16),
+        VR::SS => nums!(i16, 2, I16),
+        VR::UL => nums!(u32, 4, U32),
+        VR::SL => nums!(i32, 4, I32),
+        VR::FL => nums!(f32, 4, F32),
+        VR::FD => nums!(f64, 8, F64),
+        _ => return None,
+    })
+}
+
+/// Files that declare Explicit VR Little Endian but whose data set is encoded in Implicit VR
+/// (some writers do this) get their File Meta rewritten to declare Implicit VR Little Endian,
+/// so that every reader, ours included, parses them as they really are. Decided by walking
+/// the data set both ways; nothing else in the file changes. Returns whether it rewrote.
+/// Blocking.
+pub fn repair_declared_encoding(path: &Path) -> Result<bool, Failure> {
+    let mut file = std::fs::File::open(path).map_err(io_failure)?;
+    let file_len = file.metadata().map_err(io_failure)?.len();
+    let mut head = [0u8; 132];
+    if file.read_exact(&mut head).is_err() || sniff(&head) != Layout::Part10 {
+        return Ok(false);
+    }
+    let mut reader = BufReader::with_capacity(64 * 1024, file);
+    reader.seek(SeekFrom::Start(128)).map_err(io_failure)?;
+    let Ok(mut meta) = FileMetaTable::from_reader(&mut reader) else {
+        return Ok(false);
+    };
+    if meta.transfer_syntax() != "1.2.840.10008.1.2.1" {
+        return Ok(false);
+    }
+    let Ok(dataset_start) = meta_end(&mut reader, file_len) else {
+        return Ok(false);
+    };
+    let opts = WalkOptions {
+        max_depth: 16,
+        big_endian: false,
+        collect_text: false,
+    };
+    if walk::walk(&mut reader, dataset_start, true, file_len, &opts).is_ok()
+        || walk::walk(&mut reader, dataset_start, false, file_len, &opts).is_err()
+    {
+        return Ok(false);
+    }
+    meta.set_transfer_syntax(&dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN);
+    let mut out = Vec::with_capacity(file_len as usize);
+    out.extend_from_slice(&[0u8; 128]);
+    out.extend_from_slice(b"DICM");
+    meta.write(&mut out)
+        .map_err(|e| Failure::new(reason::PROCESSING_FAILURE, format!("meta rewrite: {e}")))?;
+    reader
+        .seek(SeekFrom::Start(dataset_start))
+        .map_err(io_failure)?;
+    reader.read_to_end(&mut out).map_err(io_failure)?;
+    drop(reader);
+    tracing::warn!(
+        file = %path.display(),
+        "the data set is Implicit VR although the file declares Explicit VR: File Meta corrected"
+    );
+    std::fs::write(path, out).map_err(io_failure)?;
+    Ok(true)
 }
 
 fn io_failure(e: std::io::Error) -> Failure {

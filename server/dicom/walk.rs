@@ -68,6 +68,10 @@ pub struct WalkResult {
     /// lists with one of those VRs; private tags are not collected) and also Specific
     /// Character Set (0008,0005), VR CS, so the values can be decoded. In file order.
     pub text: Vec<(u32, [u8; 2], Vec<u8>)>,
+    /// An element of VR UN with undefined length was found (a sequence encoded in implicit
+    /// VR, CP-246): the structure is sound, but dicom-rs 0.10 reads such content as explicit
+    /// VR and misparses it.
+    pub un_undefined_length: bool,
 }
 
 /// Where the pixel data of the top-level Pixel Data element lives in the file.
@@ -193,6 +197,15 @@ fn has_short_length(vr: [u8; 2]) -> bool {
     )
 }
 
+/// Whether an element of an implicit VR data set is a sequence (the standard dictionary says
+/// SQ), so that its defined-length content is walked like a parser would read it.
+fn implicit_is_sequence(tag: u32) -> bool {
+    use dicom_core::dictionary::DataDictionary;
+    dicom_dictionary_std::StandardDataDictionary
+        .by_tag(dicom_core::Tag((tag >> 16) as u16, (tag & 0xFFFF) as u16))
+        .is_some_and(|e| e.vr.relaxed() == dicom_core::VR::SQ)
+}
+
 /// Whether a top-level element of an implicit VR file is a text element to collect: the
 /// standard dictionary gives it one of the text VRs.
 fn implicit_is_text(tag: u32) -> bool {
@@ -220,6 +233,8 @@ struct Walker<'o, R: Read + Seek> {
     r: BufReader<R>,
     pos: u64,
     file_len: u64,
+    /// End of the innermost defined-length container being walked (the file end at top).
+    limit: u64,
     opts: &'o WalkOptions,
     result: WalkResult,
     extended_offsets: Option<Vec<u64>>,
@@ -228,7 +243,79 @@ struct Walker<'o, R: Read + Seek> {
 
 impl<R: Read + Seek> Walker<'_, R> {
     fn remaining(&self) -> u64 {
-        self.file_len.saturating_sub(self.pos)
+        self.limit.min(self.file_len).saturating_sub(self.pos)
+    }
+
+    /// Walks the content of a defined-length item (elements until `end`, which must be met
+    /// exactly). Every length inside is checked against the item, so a forged length deep in
+    /// a nested data set is refused here rather than allocated by the parser.
+    fn bounded_dataset(&mut self, explicit: bool, depth: usize, end: u64) -> Result<(), WalkError> {
+        let outer = self.limit;
+        self.limit = end;
+        let result = (|| {
+            while self.pos < end {
+                let h = self.header(explicit, ITEM)?;
+                match h.tag {
+                    ITEM | ITEM_DELIMITATION | SEQUENCE_DELIMITATION => {
+                        return Err(WalkError::Malformed {
+                            at: h.at,
+                            why: "delimiter inside a defined-length item".into(),
+                        });
+                    }
+                    _ => self.element(h, explicit, depth, false)?,
+                }
+            }
+            Ok(())
+        })();
+        self.limit = outer;
+        result
+    }
+
+    /// Walks a defined-length sequence value: items until `end`.
+    fn bounded_sequence(
+        &mut self,
+        seq_tag: u32,
+        explicit: bool,
+        depth: usize,
+        at: u64,
+        end: u64,
+    ) -> Result<(), WalkError> {
+        if depth > self.opts.max_depth {
+            return Err(WalkError::TooDeep { at });
+        }
+        let outer = self.limit;
+        self.limit = end;
+        let result = (|| {
+            while self.pos < end {
+                let h = self.header(false, seq_tag)?;
+                match h.tag {
+                    ITEM if h.len == UNDEFINED => self.dataset(explicit, depth, false)?,
+                    ITEM => {
+                        let item_end = h.value_at + u64::from(h.len);
+                        if u64::from(h.len) > self.remaining() {
+                            return Err(WalkError::Truncated {
+                                tag: format_tag(seq_tag),
+                                at: h.at,
+                            });
+                        }
+                        self.bounded_dataset(explicit, depth, item_end)?;
+                    }
+                    other => {
+                        return Err(WalkError::Malformed {
+                            at: h.at,
+                            why: format!(
+                                "expected an item in sequence {}, found {}",
+                                format_tag(seq_tag),
+                                format_tag(other)
+                            ),
+                        });
+                    }
+                }
+            }
+            Ok(())
+        })();
+        self.limit = outer;
+        result
     }
 
     fn read(&mut self, buf: &mut [u8], tag: u32, at: u64) -> Result<(), WalkError> {
@@ -390,7 +477,10 @@ impl<R: Read + Seek> Walker<'_, R> {
                 b"??" | b"SQ" => self.sequence(h.tag, explicit, depth + 1, h.at),
                 // UN with undefined length is a sequence encoded in implicit VR LE
                 // (PS3.5 6.2.2 note).
-                b"UN" => self.sequence(h.tag, false, depth + 1, h.at),
+                b"UN" => {
+                    self.result.un_undefined_length = true;
+                    self.sequence(h.tag, false, depth + 1, h.at)
+                }
                 vr => Err(WalkError::Malformed {
                     at: h.at,
                     why: format!(
@@ -407,6 +497,15 @@ impl<R: Read + Seek> Walker<'_, R> {
                 tag: format_tag(h.tag),
                 at: h.at,
             });
+        }
+        let is_sequence = if explicit {
+            &h.vr == b"SQ"
+        } else {
+            h.tag != PIXEL_DATA && implicit_is_sequence(h.tag)
+        };
+        if is_sequence && len > 0 {
+            let end = h.value_at + len;
+            return self.bounded_sequence(h.tag, explicit, depth + 1, h.at, end);
         }
         if top {
             match h.tag {
@@ -475,7 +574,16 @@ impl<R: Read + Seek> Walker<'_, R> {
             let h = self.header(false, seq_tag)?;
             match h.tag {
                 ITEM if h.len == UNDEFINED => self.dataset(explicit, depth, false)?,
-                ITEM => self.skip(u64::from(h.len), ITEM, h.at)?,
+                ITEM => {
+                    if u64::from(h.len) > self.remaining() {
+                        return Err(WalkError::Truncated {
+                            tag: format_tag(seq_tag),
+                            at: h.at,
+                        });
+                    }
+                    let end = h.value_at + u64::from(h.len);
+                    self.bounded_dataset(explicit, depth, end)?;
+                }
                 SEQUENCE_DELIMITATION => return Ok(()),
                 other => {
                     return Err(WalkError::Malformed {
@@ -603,6 +711,7 @@ pub fn walk<R: Read + Seek>(
         r: BufReader::with_capacity(64 * 1024, reader),
         pos: dataset_start,
         file_len,
+        limit: file_len,
         opts,
         result: WalkResult::default(),
         extended_offsets: None,

@@ -515,7 +515,8 @@ pub async fn bulkdata_path(
     };
     let bulk = bulk.trim_matches('/').to_ascii_uppercase();
     if bulk == "7FE00010" {
-        return pixeldata_of(req, principal, params, state, t).await;
+        // A BulkDataURI names one value: single part unless multipart is asked for.
+        return pixeldata(req, principal, params, state, t, true).await;
     }
     access::check(&principal, Action::Read)?;
     params.reject_unknown(&["accept"])?;
@@ -668,13 +669,38 @@ async fn pixeldata_of(
     state: web::Data<AppState>,
     t: Target,
 ) -> Result<HttpResponse> {
+    pixeldata(req, principal, params, state, t, false).await
+}
+
+async fn pixeldata(
+    req: HttpRequest,
+    principal: Principal,
+    params: QueryParams,
+    state: web::Data<AppState>,
+    t: Target,
+    prefer_single: bool,
+) -> Result<HttpResponse> {
     access::check(&principal, Action::Read)?;
     params.reject_unknown(&["accept"])?;
     let ranges = media::requested_ranges(&req, &params)?;
-    let offers = [
-        Offer::multipart("application/octet-stream"),
-        Offer::new("application/octet-stream"),
-    ];
+    let (st, who, target) = (state.clone(), principal.clone(), t.clone());
+    let recs = web::block(move || wado::locate(&st, &who, &target)).await??;
+    // Single part only makes sense for one native instance.
+    let single_ok = prefer_single
+        && recs.len() == 1
+        && (transcode::is_native(&recs[0].transfer_syntax)
+            || matches!(recs[0].frames, FrameAccess::DecodeOnRequest));
+    let offers: Vec<Offer> = if single_ok {
+        vec![
+            Offer::new("application/octet-stream"),
+            Offer::multipart("application/octet-stream"),
+        ]
+    } else {
+        vec![
+            Offer::multipart("application/octet-stream"),
+            Offer::new("application/octet-stream"),
+        ]
+    };
     let octet_ranges = star_type_as_octet(&ranges);
     // Compressed frames go as their own media types inside the multipart body: accept any
     // multipart/related range here.
@@ -690,8 +716,6 @@ async fn pixeldata_of(
         }
     })?;
     wado::require_audit(&state)?;
-    let (st, who, target) = (state.clone(), principal.clone(), t.clone());
-    let recs = web::block(move || wado::locate(&st, &who, &target)).await??;
     let base = wado::dicomweb_base(&req, &state);
     let decode = wants_decoded(&ranges);
     // One native instance, single part: Range applies.

@@ -673,6 +673,14 @@ fn stage_file(
         }
     };
     drop(f);
+    match parse::repair_declared_encoding(&temp) {
+        Ok(true) => known_hash = None,
+        Ok(false) => {}
+        Err(e) => {
+            let _ = std::fs::remove_file(&temp);
+            return Err(e);
+        }
+    }
     let parsed = match parse::parse_file(&temp) {
         Ok(p) => p,
         Err(e) => {
