@@ -49,6 +49,32 @@ struct StudyRow {
     series: Vec<u32>,
 }
 
+/// A series ready to become a row (built without the tables' lock).
+struct SeriesPrep {
+    uid: SeriesUid,
+    flat: Flat,
+    number: Option<i64>,
+    instances: u64,
+}
+
+impl SeriesPrep {
+    fn new(s: &SeriesRecord) -> SeriesPrep {
+        let flat = Flat::from_json(
+            &s.attrs,
+            &[
+                (SERIES_UID, s.series.to_string()),
+                (SERIES_RELATED_INSTANCES, s.instance_count.to_string()),
+            ],
+        );
+        SeriesPrep {
+            uid: s.series.clone(),
+            number: first_int(flat.get(SERIES_NUMBER)),
+            flat,
+            instances: s.instance_count,
+        }
+    }
+}
+
 struct SeriesRow {
     uid: SeriesUid,
     study: u32,
@@ -208,7 +234,7 @@ impl Tables {
         self.free_studies.push(i);
     }
 
-    fn insert_study(&mut self, rec: &StudyRecord, series: &[SeriesRecord]) {
+    fn insert_study(&mut self, rec: &StudyRecord, series: Vec<SeriesPrep>) {
         self.remove_study(rec.study.as_str());
         let modalities: Vec<&str> = rec.modalities.keys().map(String::as_str).collect();
         let flat = Flat::from_json(
@@ -248,20 +274,14 @@ impl Tables {
         self.index_study(i, true);
         let mut ids = Vec::with_capacity(series.len());
         for s in series {
-            let flat = Flat::from_json(
-                &s.attrs,
-                &[
-                    (SERIES_UID, s.series.to_string()),
-                    (SERIES_RELATED_INSTANCES, s.instance_count.to_string()),
-                ],
-            );
             let srow = SeriesRow {
-                uid: s.series.clone(),
+                uid: s.uid,
                 study: i,
-                number: first_int(flat.get(SERIES_NUMBER)),
-                flat,
-                instances: s.instance_count,
+                number: s.number,
+                flat: s.flat,
+                instances: s.instances,
             };
+            let key: Box<str> = srow.uid.as_str().into();
             let j = match self.free_series.pop() {
                 Some(j) => {
                     self.series[j as usize] = Some(srow);
@@ -272,7 +292,7 @@ impl Tables {
                     (self.series.len() - 1) as u32
                 }
             };
-            self.series_by_uid.insert(s.series.as_str().into(), j);
+            self.series_by_uid.insert(key, j);
             ids.push(j);
         }
         self.studies[i as usize].as_mut().expect("live").series = ids;
@@ -297,113 +317,149 @@ impl Tables {
     }
 
     /// Candidate study rows from the most selective indexed key; `None` means every row.
+    /// The second value is the index (in `q.predicates`) of a key the candidates satisfy
+    /// exactly, which then need not be tested again row by row.
     fn study_candidates(
         &self,
         q: &Query,
         visible: Option<&[StudyUid]>,
         case_sensitive_pn: bool,
-    ) -> Option<Vec<u32>> {
+    ) -> Option<(Vec<u32>, Option<usize>)> {
         if let Some(v) = visible {
-            return Some(
+            return Some((
                 v.iter()
                     .filter_map(|s| self.by_uid.get(s.as_str()).copied())
                     .collect(),
-            );
+                None,
+            ));
         }
-        let study_preds = || q.predicates.iter().filter(|p| p.attr.level == Level::Study);
-        let single =
-            |tag: Tag| study_preds().find(|p| p.attr.path.len() == 1 && p.attr.tag() == tag);
-        if let Some(Predicate {
-            test: Test::Uids(uids),
-            ..
-        }) = single(STUDY_UID)
+        let single = |tag: Tag| {
+            q.predicates.iter().enumerate().find(|(_, p)| {
+                p.attr.level == Level::Study && p.attr.path.len() == 1 && p.attr.tag() == tag
+            })
+        };
+        // `LITERAL*` (or an exact value) is exactly what an ordered range over the literal finds.
+        let prefix_only =
+            |p: &Pattern| !p.is_wild() || p.text == format!("{}*", p.literal_prefix());
+        if let Some((
+            i,
+            Predicate {
+                test: Test::Uids(uids),
+                ..
+            },
+        )) = single(STUDY_UID)
         {
-            return Some(
-                uids.iter()
-                    .filter_map(|u| self.by_uid.get(u.as_str()).copied())
-                    .collect(),
-            );
+            let rows = uids
+                .iter()
+                .filter_map(|u| self.by_uid.get(u.as_str()).copied())
+                .collect();
+            return Some((rows, Some(i)));
         }
         for (tag, set) in [(PATIENT_ID, &self.by_pid), (ACCESSION, &self.by_accession)] {
-            if let Some(Predicate {
-                test: Test::Text { patterns, .. },
-                ..
-            }) = single(tag)
+            if let Some((
+                i,
+                Predicate {
+                    test: Test::Text { patterns, .. },
+                    ..
+                },
+            )) = single(tag)
                 && patterns.len() == 1
                 && !patterns[0].literal_prefix().is_empty()
             {
                 let p = &patterns[0];
-                return Some(Self::prefix_rows(set, p.literal_prefix(), !p.is_wild()));
+                let rows = Self::prefix_rows(set, p.literal_prefix(), !p.is_wild());
+                return Some((rows, prefix_only(p).then_some(i)));
             }
         }
-        match single(PATIENT_NAME).map(|p| &p.test) {
-            Some(Test::Text {
-                patterns,
-                folded: true,
-            }) if !case_sensitive_pn && !patterns[0].literal_prefix().is_empty() => {
+        match single(PATIENT_NAME) {
+            Some((
+                i,
+                Predicate {
+                    test:
+                        Test::Text {
+                            patterns,
+                            folded: true,
+                        },
+                    ..
+                },
+            )) if !case_sensitive_pn && !patterns[0].literal_prefix().is_empty() => {
                 let p = &patterns[0];
-                return Some(Self::prefix_rows(
-                    &self.by_name,
-                    p.literal_prefix(),
-                    !p.is_wild(),
-                ));
+                let rows = Self::prefix_rows(&self.by_name, p.literal_prefix(), !p.is_wild());
+                return Some((rows, prefix_only(p).then_some(i)));
             }
-            Some(Test::Fuzzy(tokens))
-                if tokens
-                    .first()
-                    .is_some_and(|t| !t.literal_prefix().is_empty()) =>
+            Some((
+                i,
+                Predicate {
+                    test: Test::Fuzzy(tokens),
+                    ..
+                },
+            )) if tokens
+                .first()
+                .is_some_and(|t| !t.literal_prefix().is_empty()) =>
             {
-                return Some(Self::prefix_rows(
-                    &self.by_component,
-                    tokens[0].literal_prefix(),
-                    false,
-                ));
+                let rows = Self::prefix_rows(&self.by_component, tokens[0].literal_prefix(), false);
+                let exact = tokens.len() == 1 && prefix_only(&tokens[0]);
+                return Some((rows, exact.then_some(i)));
             }
             _ => {}
         }
-        if let Some(Predicate {
-            test: Test::Text { patterns, .. },
-            ..
-        }) = single(MODALITIES_IN_STUDY)
+        if let Some((
+            i,
+            Predicate {
+                test: Test::Text { patterns, .. },
+                ..
+            },
+        )) = single(MODALITIES_IN_STUDY)
             && patterns.iter().all(|p| !p.is_wild())
         {
-            let mut out: Vec<u32> = patterns
+            let sets: Vec<&BTreeSet<u32>> = patterns
                 .iter()
                 .filter_map(|p| self.by_modality.get(p.text.as_str()))
-                .flat_map(|s| s.iter().copied())
                 .collect();
-            out.sort_unstable();
-            out.dedup();
-            return Some(out);
+            let rows = match sets.as_slice() {
+                [one] => one.iter().copied().collect(),
+                _ => {
+                    let mut out: Vec<u32> = sets.iter().flat_map(|s| s.iter().copied()).collect();
+                    out.sort_unstable();
+                    out.dedup();
+                    out
+                }
+            };
+            return Some((rows, Some(i)));
         }
-        let date_range = q
+        let combined = q
             .combined
             .iter()
             .find(|c| c.date == STUDY_DATE)
-            .map(|c| (c.date_lo, c.date_hi))
-            .or_else(|| match single(STUDY_DATE).map(|p| &p.test) {
-                Some(Test::Range { lo, hi }) => Some((
+            .map(|c| (c.date_lo, c.date_hi, None));
+        let date_range = combined.or_else(|| match single(STUDY_DATE) {
+            Some((i, p)) => match &p.test {
+                Test::Range { lo, hi } => Some((
                     u32::try_from(*lo).unwrap_or(0),
                     u32::try_from(*hi).unwrap_or(u32::MAX),
+                    Some(i),
                 )),
                 _ => None,
-            });
-        if let Some((lo, hi)) = date_range {
-            return Some(
-                self.by_date
-                    .range((lo, 0)..=(hi, u32::MAX))
-                    .map(|(_, i)| *i)
-                    .collect(),
-            );
+            },
+            None => None,
+        });
+        if let Some((lo, hi, satisfied)) = date_range {
+            let rows = self
+                .by_date
+                .range((lo, 0)..=(hi, u32::MAX))
+                .map(|(_, i)| *i)
+                .collect();
+            return Some((rows, satisfied));
         }
         None
     }
 
-    fn study_matches(&self, q: &Query, row: &StudyRow) -> bool {
+    fn study_matches(&self, q: &Query, row: &StudyRow, skip: Option<usize>) -> bool {
         q.predicates
             .iter()
-            .filter(|p| p.attr.level == Level::Study)
-            .all(|p| eval(p, &row.flat))
+            .enumerate()
+            .filter(|(i, p)| p.attr.level == Level::Study && Some(*i) != skip)
+            .all(|(_, p)| eval(p, &row.flat))
             && q.combined
                 .iter()
                 .filter(|c| c.level == Level::Study)
@@ -428,12 +484,26 @@ impl Tables {
 
     /// Every study row matching the study-level keys (unordered).
     fn matching_studies(&self, q: &Query, visible: Option<&[StudyUid]>, cs: bool) -> Vec<u32> {
+        let (candidates, skip) = match self.study_candidates(q, visible, cs) {
+            Some((rows, skip)) => (Some(rows), skip),
+            None => (None, None),
+        };
+        let remaining = q
+            .predicates
+            .iter()
+            .enumerate()
+            .any(|(i, p)| p.attr.level == Level::Study && Some(i) != skip)
+            || q.combined.iter().any(|c| c.level == Level::Study);
+        if !remaining && let Some(c) = &candidates {
+            // The index answered the whole query: no row needs to be looked at.
+            return c.clone();
+        }
         let test = |i: &u32| {
             self.studies[*i as usize]
                 .as_ref()
-                .is_some_and(|r| self.study_matches(q, r))
+                .is_some_and(|r| self.study_matches(q, r, skip))
         };
-        match self.study_candidates(q, visible, cs) {
+        match candidates {
             Some(c) => c.into_iter().filter(test).collect(),
             None => (0..self.studies.len() as u32).filter(test).collect(),
         }
@@ -624,18 +694,19 @@ impl Catalog {
 
     pub fn rebuild(&self, repo: &dyn MetaRepo) -> Result<(), RepoError> {
         let _serial = self.refresh.lock().unwrap_or_else(|p| p.into_inner());
-        let mut by_study: HashMap<String, Vec<SeriesRecord>> = HashMap::new();
-        for s in repo.all_series()? {
+        // Records are read one at a time and kept only in compact form.
+        let mut by_study: HashMap<StudyUid, Vec<SeriesPrep>> = HashMap::new();
+        repo.for_each_series(&mut |s| {
             by_study
-                .entry(s.study.as_str().to_owned())
+                .entry(s.study.clone())
                 .or_default()
-                .push(s);
-        }
+                .push(SeriesPrep::new(&s));
+        })?;
         let mut t = Tables::default();
-        for st in repo.all_studies()? {
-            let series = by_study.remove(st.study.as_str()).unwrap_or_default();
-            t.insert_study(&st, &series);
-        }
+        repo.for_each_study(&mut |st| {
+            let series = by_study.remove(&st.study).unwrap_or_default();
+            t.insert_study(&st, series);
+        })?;
         *self.tables.write().unwrap_or_else(|p| p.into_inner()) = t;
         Ok(())
     }
@@ -649,13 +720,13 @@ impl Catalog {
         if rec.is_some() {
             for s in repo.series_of_study(study)? {
                 if let Some(r) = repo.series(&s)? {
-                    series.push(r);
+                    series.push(SeriesPrep::new(&r));
                 }
             }
         }
         let mut t = self.tables.write().unwrap_or_else(|p| p.into_inner());
         match rec {
-            Some(rec) => t.insert_study(&rec, &series),
+            Some(rec) => t.insert_study(&rec, series),
             None => t.remove_study(study.as_str()),
         }
         Ok(())
@@ -692,6 +763,32 @@ impl Catalog {
     pub fn studies(&self, q: &Query, visible: Option<&[StudyUid]>, cs_pn: bool) -> Page<StudyUid> {
         let t = self.read();
         let rows = t.matching_studies(q, visible, cs_pn);
+        if q.order.is_empty() {
+            // Default order on compact keys (newest first), the UID only for exact ties.
+            let keys: Vec<(u32, u64, u32)> = rows
+                .iter()
+                .map(|&i| {
+                    let r = t.study_row(i);
+                    (r.date, r.time, i)
+                })
+                .collect();
+            let p = page(keys, q.offset, q.limit, |a, b| {
+                b.0.cmp(&a.0).then(b.1.cmp(&a.1)).then_with(|| {
+                    t.study_row(a.2)
+                        .uid
+                        .as_str()
+                        .cmp(t.study_row(b.2).uid.as_str())
+                })
+            });
+            return Page {
+                items: p
+                    .items
+                    .iter()
+                    .map(|k| t.study_row(k.2).uid.clone())
+                    .collect(),
+                total: p.total,
+            };
+        }
         let p = page(rows, q.offset, q.limit, |a, b| {
             let custom = if q.order.is_empty() {
                 Ordering::Equal
@@ -724,7 +821,7 @@ impl Catalog {
                 .by_uid
                 .get(s.as_str())
                 .copied()
-                .filter(|i| t.study_matches(q, t.study_row(*i)))
+                .filter(|i| t.study_matches(q, t.study_row(*i), None))
                 .into_iter()
                 .collect(),
             None if visible.is_some() || Tables::has_level(q, Level::Study) => {
@@ -878,13 +975,17 @@ mod tests {
         }
     }
 
+    fn prep(v: &[SeriesRecord]) -> Vec<SeriesPrep> {
+        v.iter().map(SeriesPrep::new).collect()
+    }
+
     fn cat() -> Catalog {
         let c = Catalog::default();
         {
             let mut t = c.tables.write().unwrap();
             t.insert_study(
                 &study("1.1", "DOE^JOHN", "P1", "20200101", "101500", &["CT"]),
-                &[series("1.1", "1.1.2", 2), series("1.1", "1.1.1", 1)],
+                prep(&[series("1.1", "1.1.2", 2), series("1.1", "1.1.1", 1)]),
             );
             t.insert_study(
                 &study(
@@ -895,11 +996,11 @@ mod tests {
                     "080000",
                     &["MR", "SR"],
                 ),
-                &[series("1.2", "1.2.1", 1)],
+                prep(&[series("1.2", "1.2.1", 1)]),
             );
             t.insert_study(
                 &study("1.3", "DOE^JANE", "P3", "20200101", "230000", &["CT"]),
-                &[],
+                vec![],
             );
         }
         c
@@ -954,12 +1055,94 @@ mod tests {
             let mut t = c.tables.write().unwrap();
             t.insert_study(
                 &study("1.1", "ROE^RICHARD", "P1", "20190101", "", &["CT"]),
-                &[],
+                vec![],
             );
             t.remove_study("1.3");
         }
         assert_eq!(find(&c, "PatientName=DOE*"), Vec::<String>::new());
         assert_eq!(find(&c, "PatientName=ROE*"), ["1.1"]);
         assert_eq!(c.len(), (2, 1));
+    }
+}
+
+#[cfg(test)]
+mod scale {
+    use super::*;
+    use crate::http::query::QueryParams;
+    use serde_json::json;
+    use std::collections::BTreeMap;
+
+    /// `cargo test --release --lib scale -- --ignored --nocapture`: engine-only timings.
+    #[test]
+    #[ignore]
+    fn hundred_thousand_studies() {
+        let c = Catalog::default();
+        let mods = ["CT", "CT", "CT", "CT", "MR", "MR", "CR", "US", "XA", "NM"];
+        let t0 = std::time::Instant::now();
+        {
+            let mut t = c.tables.write().unwrap();
+            let mut x: u64 = 1;
+            for i in 0..100_000u64 {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let date = 20150101 + (x >> 40) % 10 * 10000 + (x >> 20) % 12 * 100 + (x >> 8) % 28;
+                let m = mods[(x >> 33) as usize % mods.len()];
+                let rec = StudyRecord {
+                    study: StudyUid::parse(&format!("2.25.{i}")).unwrap(),
+                    attrs: json!({
+                        "00100010": {"vr": "PN", "Value": [{"Alphabetic": format!("FAM{}^GIVEN{}", (x >> 12) % 2000, (x >> 24) % 200)}]},
+                        "00100020": {"vr": "LO", "Value": [format!("PID{i}")]},
+                        "00080020": {"vr": "DA", "Value": [date.to_string()]},
+                        "00080030": {"vr": "TM", "Value": ["101500"]},
+                        "00080050": {"vr": "SH", "Value": [format!("ACC{i}")]},
+                        "00081030": {"vr": "LO", "Value": ["CT CHEST"]},
+                    }),
+                    series_count: 1,
+                    instance_count: 10,
+                    modalities: [(m.to_string(), 1)].into_iter().collect::<BTreeMap<_, _>>(),
+                    patients: BTreeMap::new(),
+                    updated_at: 0,
+                };
+                t.insert_study(&rec, vec![]);
+            }
+        }
+        eprintln!("built in {:?}", t0.elapsed());
+        for raw in [
+            "ModalitiesInStudy=CT&limit=25",
+            "StudyDate=20181001-20181031&limit=25",
+            "PatientName=FAM12*&limit=25",
+            "limit=25",
+        ] {
+            let q = parse(
+                &QueryParams::parse(raw).unwrap(),
+                Level::Study,
+                &Settings {
+                    max_results: 1000,
+                    case_sensitive_pn: false,
+                },
+            )
+            .unwrap();
+            {
+                let tb = c.tables.read().unwrap();
+                let t1 = std::time::Instant::now();
+                let cand = tb.study_candidates(&q, None, false);
+                let t2 = t1.elapsed();
+                let n = cand.as_ref().map_or(0, |c| c.0.len());
+                let t3 = std::time::Instant::now();
+                let rows = tb.matching_studies(&q, None, false);
+                eprintln!(
+                    "  candidates {n} in {t2:?}; matching {} in {:?}",
+                    rows.len(),
+                    t3.elapsed()
+                );
+            }
+            let t = std::time::Instant::now();
+            let mut total = 0;
+            for _ in 0..20 {
+                total = c.studies(&q, None, false).total;
+            }
+            eprintln!("{raw}: {:?} per query, {total} matches", t.elapsed() / 20);
+        }
     }
 }

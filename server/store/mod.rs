@@ -98,8 +98,10 @@ pub trait MetaRepo: Send + Sync {
     /// Every study an account owns.
     fn owned_studies(&self, owner: &str) -> Result<Vec<StudyUid>, RepoError>;
     fn all_instances(&self) -> Result<Vec<InstanceRecord>, RepoError>;
-    fn all_studies(&self) -> Result<Vec<StudyRecord>, RepoError>;
-    fn all_series(&self) -> Result<Vec<SeriesRecord>, RepoError>;
+    /// Every study record, one at a time (no list of them all is built).
+    fn for_each_study(&self, f: &mut dyn FnMut(StudyRecord)) -> Result<(), RepoError>;
+    /// Every series record, one at a time.
+    fn for_each_series(&self, f: &mut dyn FnMut(SeriesRecord)) -> Result<(), RepoError>;
     /// (studies, series, instances)
     fn counts(&self) -> Result<(u64, u64, u64), RepoError>;
     /// Make every change so far durable.

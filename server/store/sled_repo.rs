@@ -211,22 +211,18 @@ impl MetaRepo for SledRepo {
             .collect()
     }
 
-    fn all_studies(&self) -> Result<Vec<StudyRecord>, RepoError> {
-        let p = k("S", &[""]);
-        self.tree
-            .scan_prefix(&p)
-            .values()
-            .map(|v| dec(&v?))
-            .collect()
+    fn for_each_study(&self, f: &mut dyn FnMut(StudyRecord)) -> Result<(), RepoError> {
+        for v in self.tree.scan_prefix(k("S", &[""])).values() {
+            f(dec(&v?)?);
+        }
+        Ok(())
     }
 
-    fn all_series(&self) -> Result<Vec<SeriesRecord>, RepoError> {
-        let p = k("E", &[""]);
-        self.tree
-            .scan_prefix(&p)
-            .values()
-            .map(|v| dec(&v?))
-            .collect()
+    fn for_each_series(&self, f: &mut dyn FnMut(SeriesRecord)) -> Result<(), RepoError> {
+        for v in self.tree.scan_prefix(k("E", &[""])).values() {
+            f(dec(&v?)?);
+        }
+        Ok(())
     }
 
     fn counts(&self) -> Result<(u64, u64, u64), RepoError> {
