@@ -7,6 +7,7 @@
 //! Extensions, documented in the README: `orderby`; DICOM JSON numbers for IS counts.
 
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -296,8 +297,8 @@ struct Writer<'a> {
     repo: &'a dyn MetaRepo,
     q: &'a Query,
     base: &'a str,
-    studies: HashMap<StudyUid, Option<StudyRecord>>,
-    series: HashMap<SeriesUid, Option<SeriesRecord>>,
+    studies: HashMap<StudyUid, Option<Rc<StudyRecord>>>,
+    series: HashMap<SeriesUid, Option<Rc<SeriesRecord>>>,
 }
 
 fn key(t: Tag) -> String {
@@ -343,20 +344,20 @@ fn is_ascii_json(v: &Json) -> bool {
 }
 
 impl Writer<'_> {
-    fn study(&mut self, s: &StudyUid) -> Result<Option<StudyRecord>> {
+    fn study(&mut self, s: &StudyUid) -> Result<Option<Rc<StudyRecord>>> {
         if let Some(r) = self.studies.get(s) {
             return Ok(r.clone());
         }
-        let r = self.repo.study(s)?;
+        let r = self.repo.study(s)?.map(Rc::new);
         self.studies.insert(s.clone(), r.clone());
         Ok(r)
     }
 
-    fn series_rec(&mut self, s: &SeriesUid) -> Result<Option<SeriesRecord>> {
+    fn series_rec(&mut self, s: &SeriesUid) -> Result<Option<Rc<SeriesRecord>>> {
         if let Some(r) = self.series.get(s) {
             return Ok(r.clone());
         }
-        let r = self.repo.series(s)?;
+        let r = self.repo.series(s)?.map(Rc::new);
         self.series.insert(s.clone(), r.clone());
         Ok(r)
     }
