@@ -390,6 +390,11 @@ struct Throughput {
     server_cpu: Option<(f64, f64)>,
     client_cpu: Option<(f64, f64)>,
     wall: f64,
+    /// The server's VmRSS (kB) after each download, the unmeasured one first.
+    server_rss_kib: Vec<u64>,
+    /// Bytes the server read from the block layer over the measured runs (0: all from the
+    /// page cache).
+    server_disk_read: Option<u64>,
 }
 
 impl Throughput {
@@ -432,6 +437,8 @@ impl Throughput {
             "client_cpu_user_s": self.client_cpu.map(|c| c.0),
             "client_cpu_sys_s": self.client_cpu.map(|c| c.1),
             "client_cpu_pct_of_one_core": Self::cpu_pct(self.client_cpu, self.wall),
+            "server_rss_after_each_kib": self.server_rss_kib,
+            "server_disk_read_bytes": self.server_disk_read,
         })
     }
 }
@@ -468,10 +475,14 @@ fn throughput(
         }
         Ok(())
     };
+    let rss = || server_pid.and_then(|p| proc_status_kib(p, "VmRSS:"));
+    println!("measuring {name}: 1 unmeasured + {runs} runs");
     let warm = download(http, url, headers, &mut buf)?;
     check(&warm)?;
+    let mut server_rss_kib: Vec<u64> = rss().into_iter().collect();
     let me = std::process::id();
     let (s0, c0) = (server_pid.and_then(proc_cpu), proc_cpu(me));
+    let r0 = server_pid.and_then(proc_read_bytes);
     let start = Instant::now();
     let mut secs = Vec::with_capacity(runs);
     for _ in 0..runs {
@@ -484,9 +495,11 @@ fn throughput(
             ));
         }
         secs.push(d.secs);
+        server_rss_kib.extend(rss());
     }
     let wall = start.elapsed().as_secs_f64();
     let (s1, c1) = (server_pid.and_then(proc_cpu), proc_cpu(me));
+    let r1 = server_pid.and_then(proc_read_bytes);
     let diff = |a: Option<(f64, f64)>, b: Option<(f64, f64)>| match (a, b) {
         (Some(a), Some(b)) => Some((b.0 - a.0, b.1 - a.1)),
         _ => None,
@@ -503,6 +516,8 @@ fn throughput(
         server_cpu: diff(s0, s1),
         client_cpu: diff(c0, c1),
         wall,
+        server_rss_kib,
+        server_disk_read: r0.zip(r1).map(|(a, b)| b.saturating_sub(a)),
     })
 }
 
@@ -552,6 +567,8 @@ struct Latency {
     body_bytes_max: usize,
     /// Milliseconds, sorted.
     ms: Vec<f64>,
+    /// Milliseconds, in request order.
+    raw: Vec<f64>,
 }
 
 impl Latency {
@@ -575,6 +592,8 @@ impl Latency {
             "mean_ms": mean,
             "min_ms": self.ms.first(),
             "max_ms": self.ms.last(),
+            "over_30ms": self.ms.iter().filter(|&&m| m >= 30.0).count(),
+            "samples_ms": self.raw.iter().map(|m| (m * 1e3).round() / 1e3).collect::<Vec<_>>(),
         })
     }
 }
@@ -592,6 +611,7 @@ fn latency(
     check_warm: &dyn Fn(&Reply) -> Res<()>,
     check: &dyn Fn(&Reply) -> Res<()>,
 ) -> Res<Latency> {
+    println!("measuring {name}: {warmup} warm-up + {samples} samples");
     for i in 0..warmup {
         let u = url(samples + i);
         let r = get(http, &u, headers)?;
@@ -608,6 +628,7 @@ fn latency(
         bmin = bmin.min(r.body.len());
         bmax = bmax.max(r.body.len());
     }
+    let raw = ms.clone();
     ms.sort_by(f64::total_cmp);
     Ok(Latency {
         name: name.into(),
@@ -625,6 +646,7 @@ fn latency(
         body_bytes_min: bmin,
         body_bytes_max: bmax,
         ms,
+        raw,
     })
 }
 
@@ -933,7 +955,7 @@ fn run(full: bool) -> Res<()> {
         |kib: Option<u64>| kib.map_or("n/a".into(), |v| format!("{:.0} MB", v as f64 / 1024.0));
     let gbs = |t: &Throughput| {
         format!(
-            "{:.2} GB/s median ({:.0} MB/s; min {:.2}, max {:.2} GB/s; {} runs)",
+            "{:.2} GB/s median ({:.0} MB/s; min {:.2}, max {:.2} GB/s; runs: {})",
             t.median_mbs() / 1e3,
             t.median_mbs(),
             t.min_mbs() / 1e3,
@@ -968,7 +990,7 @@ fn run(full: bool) -> Res<()> {
         );
     }
     println!(
-        "| Server peak RSS during the 1 GB retrieves (VmHWM{}) | {} ({} before: {}{} MB) | flat (streamed) | — | — |",
+        "| Server peak RSS during the {body_mb:.0} MB retrieves (VmHWM{}) | {} ({} before: {}{} MB) | flat (streamed) | — | — |",
         if hwm_reset {
             ", reset before"
         } else {
@@ -1022,6 +1044,20 @@ fn run(full: bool) -> Res<()> {
             },
             pct(t.client_cpu),
             std::thread::available_parallelism().map_or(0, |n| n.get()),
+        );
+    }
+    for t in [&any, &default] {
+        let list: Vec<String> = t
+            .server_rss_kib
+            .iter()
+            .map(|k| format!("{:.0}", *k as f64 / 1024.0))
+            .collect();
+        println!(
+            "server VmRSS after each {} (unmeasured first): {} MB; read from disk over the timed runs: {}",
+            t.name,
+            list.join(", "),
+            t.server_disk_read
+                .map_or("n/a".into(), |b| format!("{:.1} MB", b as f64 / 1e6))
         );
     }
     println!(
@@ -1191,6 +1227,14 @@ fn proc_cpu(pid: u32) -> Option<(f64, f64)> {
     let utime: f64 = f.get(11)?.parse().ok()?;
     let stime: f64 = f.get(12)?.parse().ok()?;
     Some((utime / tick, stime / tick))
+}
+
+/// Bytes a process caused to be read from the block layer (`read_bytes` of `/proc/<pid>/io`).
+fn proc_read_bytes(pid: u32) -> Option<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("read_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// A value in kB from `/proc/<pid>/status` (`VmHWM:`, `VmRSS:`).

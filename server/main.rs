@@ -76,6 +76,7 @@ fn init_logging(filter: &str) {
 }
 
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     let settings = match &cli.command {
         Command::Serve { settings, .. }
@@ -113,6 +114,18 @@ fn main() -> ExitCode {
             eprintln!("lightbox: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// glibc gives each thread that frees memory its own arena and keeps freed chunks there: a
+/// stream of file chunks allocated on a reading thread and freed on an I/O thread made RSS
+/// climb by hundreds of MB during a 1 GB retrieve. Two arenas keep it flat (measured in
+/// benches/wado.rs) at no measurable cost on 2 cores.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only adjusts allocator tuning; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }
 

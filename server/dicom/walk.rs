@@ -1375,11 +1375,21 @@ mod tests {
         d.extend(im(0x0010_0010, 2, b"no")); // nested: not collected
         d.extend(im(0x0008_1199, 16, &im(ITEM, 8, &im(0x0008_1150, 0, &[]))));
         d.extend(im(ITEM_DELIMITATION, 0, &[]));
-        d.extend(im(ITEM, 4, b"\0\0\0\0")); // defined-length item: skipped
+        d.extend(im(ITEM, 8, &im(0x0008_1150, 0, &[]))); // defined-length item: walked too
         d.extend(im(SEQUENCE_DELIMITATION, 0, &[]));
         let px_at = 10 + d.len() as u64 + 8;
         d.extend(im(PIXEL_DATA, 8, &[1u8; 8]));
         let r = run(&d, false).unwrap();
+        // Garbage inside a defined-length item is refused, not skipped: parsers read items.
+        let mut bad = d.clone();
+        let at = bad.len() - 16 - 8 - 8 - 8;
+        assert_eq!(
+            &bad[at..at + 4],
+            &[0xFE, 0xFF, 0x00, 0xE0],
+            "the defined-length item"
+        );
+        bad[at + 8..at + 16].copy_from_slice(&[0x08, 0x00, 0x50, 0x11, 0xFF, 0xFF, 0xFF, 0x7F]);
+        assert!(run(&bad, false).is_err());
         assert_eq!(
             r.text,
             vec![
