@@ -7,7 +7,7 @@
 //! Extensions, documented in the README: `orderby`; DICOM JSON numbers for IS counts.
 
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::sync::Arc;
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -21,7 +21,7 @@ use crate::http::media::{self, Offer};
 use crate::http::query::QueryParams;
 use crate::http::urls::base_url;
 use crate::ids::{SeriesUid, SopInstanceUid, StudyUid};
-use crate::search::catalog::Page;
+use crate::search::catalog::{Catalog, Page};
 use crate::search::query::{self, Include, Level, Query};
 use crate::state::AppState;
 use crate::store::MetaRepo;
@@ -250,6 +250,7 @@ fn run(st: &AppState, who: &Principal, q: &Query, target: &Target, base: &str) -
         repo,
         q,
         base,
+        catalog: cat,
         studies: HashMap::new(),
         series: HashMap::new(),
     };
@@ -297,8 +298,9 @@ struct Writer<'a> {
     repo: &'a dyn MetaRepo,
     q: &'a Query,
     base: &'a str,
-    studies: HashMap<StudyUid, Option<Rc<StudyRecord>>>,
-    series: HashMap<SeriesUid, Option<Rc<SeriesRecord>>>,
+    catalog: &'a Catalog,
+    studies: HashMap<StudyUid, Option<Arc<StudyRecord>>>,
+    series: HashMap<SeriesUid, Option<Arc<SeriesRecord>>>,
 }
 
 fn key(t: Tag) -> String {
@@ -344,20 +346,20 @@ fn is_ascii_json(v: &Json) -> bool {
 }
 
 impl Writer<'_> {
-    fn study(&mut self, s: &StudyUid) -> Result<Option<Rc<StudyRecord>>> {
+    fn study(&mut self, s: &StudyUid) -> Result<Option<Arc<StudyRecord>>> {
         if let Some(r) = self.studies.get(s) {
             return Ok(r.clone());
         }
-        let r = self.repo.study(s)?.map(Rc::new);
+        let r = self.catalog.study_record(self.repo, s)?;
         self.studies.insert(s.clone(), r.clone());
         Ok(r)
     }
 
-    fn series_rec(&mut self, s: &SeriesUid) -> Result<Option<Rc<SeriesRecord>>> {
+    fn series_rec(&mut self, s: &SeriesUid) -> Result<Option<Arc<SeriesRecord>>> {
         if let Some(r) = self.series.get(s) {
             return Ok(r.clone());
         }
-        let r = self.repo.series(s)?.map(Rc::new);
+        let r = self.catalog.series_record(self.repo, s)?;
         self.series.insert(s.clone(), r.clone());
         Ok(r)
     }
@@ -524,8 +526,8 @@ impl Writer<'_> {
         if !out.values().all(is_ascii_json) {
             out.insert("00080005".into(), cs(vec![json!("ISO_IR 192")]));
         }
-        let sorted: std::collections::BTreeMap<String, Json> = out.into_iter().collect();
-        Json::Object(sorted.into_iter().collect())
+        out.sort_keys();
+        Json::Object(out)
     }
 
     fn study_result(&mut self, s: &StudyUid) -> Result<Option<Json>> {

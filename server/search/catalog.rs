@@ -19,7 +19,7 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use dicom_core::{Tag, VR};
 
@@ -122,6 +122,30 @@ pub struct Catalog {
     tables: RwLock<Tables>,
     /// Serialises refreshes so that a later refresh always reads a later index state.
     refresh: Mutex<()>,
+    /// Parsed study and series records for writing results, dropped on every change to their
+    /// study: a page of 25 results then costs no index reads once its studies were seen.
+    records: Mutex<RecordCache>,
+}
+
+/// Most records kept parsed (about 4 KB each).
+const RECORD_CACHE: usize = 16_384;
+
+#[derive(Default)]
+struct RecordCache {
+    studies: HashMap<StudyUid, Arc<StudyRecord>>,
+    series: HashMap<SeriesUid, Arc<SeriesRecord>>,
+}
+
+impl RecordCache {
+    fn make_room<K: Clone + Eq + std::hash::Hash, V>(m: &mut HashMap<K, V>) {
+        if m.len() >= RECORD_CACHE {
+            // Drop an arbitrary eighth: cheap, and the hot records come back at once.
+            let victims: Vec<K> = m.keys().take(RECORD_CACHE / 8).cloned().collect();
+            for k in victims {
+                m.remove(&k);
+            }
+        }
+    }
 }
 
 fn names_of(flat: &Flat) -> Vec<Box<str>> {
@@ -708,6 +732,7 @@ impl Catalog {
             t.insert_study(&st, series);
         })?;
         *self.tables.write().unwrap_or_else(|p| p.into_inner()) = t;
+        *self.records.lock().unwrap_or_else(|p| p.into_inner()) = RecordCache::default();
         Ok(())
     }
 
@@ -724,12 +749,68 @@ impl Catalog {
                 }
             }
         }
+        {
+            let mut cache = self.records.lock().unwrap_or_else(|p| p.into_inner());
+            cache.studies.remove(study);
+            cache.series.retain(|_, s| s.study != *study);
+        }
         let mut t = self.tables.write().unwrap_or_else(|p| p.into_inner());
         match rec {
             Some(rec) => t.insert_study(&rec, series),
             None => t.remove_study(study.as_str()),
         }
         Ok(())
+    }
+
+    /// The study record, parsed once and shared until the study changes.
+    pub fn study_record(
+        &self,
+        repo: &dyn MetaRepo,
+        study: &StudyUid,
+    ) -> Result<Option<Arc<StudyRecord>>, RepoError> {
+        if let Some(r) = self
+            .records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .studies
+            .get(study)
+        {
+            return Ok(Some(r.clone()));
+        }
+        // Read under the refresh lock, so a concurrent change cannot slip a stale record in.
+        let _serial = self.refresh.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(rec) = repo.study(study)?.map(Arc::new) else {
+            return Ok(None);
+        };
+        let mut cache = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        RecordCache::make_room(&mut cache.studies);
+        cache.studies.insert(study.clone(), rec.clone());
+        Ok(Some(rec))
+    }
+
+    /// The series record, parsed once and shared until its study changes.
+    pub fn series_record(
+        &self,
+        repo: &dyn MetaRepo,
+        series: &SeriesUid,
+    ) -> Result<Option<Arc<SeriesRecord>>, RepoError> {
+        if let Some(r) = self
+            .records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .series
+            .get(series)
+        {
+            return Ok(Some(r.clone()));
+        }
+        let _serial = self.refresh.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(rec) = repo.series(series)?.map(Arc::new) else {
+            return Ok(None);
+        };
+        let mut cache = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        RecordCache::make_room(&mut cache.series);
+        cache.series.insert(series.clone(), rec.clone());
+        Ok(Some(rec))
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Tables> {
