@@ -28,7 +28,7 @@ use crate::http::query::QueryParams;
 use crate::ids::{SeriesUid, SopInstanceUid, StudyUid};
 use crate::state::AppState;
 use crate::store::MetaRepo;
-use crate::store::records::InstanceRecord;
+use crate::store::records::InstanceRef;
 
 const OFFERS: &[Offer] = &[
     Offer::new("application/dicom+json"),
@@ -152,7 +152,7 @@ pub fn accepts_gzip(req: &HttpRequest) -> bool {
 }
 
 /// A strong ETag over the instance versions, the base URL and the representation.
-fn etag(recs: &[InstanceRecord], base: &str, variant: &str) -> String {
+fn etag(recs: &[InstanceRef], base: &str, variant: &str) -> String {
     let mut h = blake3::Hasher::new();
     h.update(base.as_bytes());
     h.update(variant.as_bytes());
@@ -174,7 +174,7 @@ fn if_none_match(req: &HttpRequest, tag: &str) -> bool {
 }
 
 /// The stored template of one instance with absolute BulkDataURIs.
-fn spliced(repo: &dyn MetaRepo, rec: &InstanceRecord, prefix: &str) -> Result<Vec<u8>> {
+fn spliced(repo: &dyn MetaRepo, rec: &InstanceRef, prefix: &str) -> Result<Vec<u8>> {
     let raw = repo
         .metadata_raw(&rec.sop)?
         .ok_or_else(|| Error::NotFound(format!("instance {} not found", rec.sop)))?;
@@ -192,14 +192,14 @@ fn spliced(repo: &dyn MetaRepo, rec: &InstanceRecord, prefix: &str) -> Result<Ve
 }
 
 /// The JSON array of these instances' metadata.
-fn json_array(repo: &dyn MetaRepo, recs: &[InstanceRecord], base: &str) -> Result<Vec<u8>> {
+fn json_array(repo: &dyn MetaRepo, recs: &[InstanceRef], base: &str) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(recs.len() * 4096);
     out.push(b'[');
     for (i, r) in recs.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        out.extend(spliced(repo, r, &wado::instance_url(base, r))?);
+        out.extend(spliced(repo, r, &wado::ref_url(base, r))?);
     }
     out.push(b']');
     Ok(out)
@@ -224,7 +224,7 @@ async fn metadata(
     let chosen = media::negotiate(&ranges, OFFERS)?.index;
     wado::require_audit(&state)?;
     let (st, who, target) = (state.clone(), principal.clone(), t.clone());
-    let recs = web::block(move || wado::locate(&st, &who, &target)).await??;
+    let recs = web::block(move || wado::locate_refs(&st, &who, &target)).await??;
     let base = wado::dicomweb_base(&req, &state);
     // URIs: absolute, or path-only (`/dicom-web/...`) when configured.
     let uri_base = if state.config.bulkdata_uri_relative {
@@ -241,7 +241,13 @@ async fn metadata(
     if if_none_match(&req, &tag) {
         return Ok(resp.status(StatusCode::NOT_MODIFIED).finish());
     }
-    wado::audit_retrieve(&state, &principal, "metadata", &recs);
+    wado::audit_studies(
+        &state,
+        &principal,
+        "metadata",
+        recs.iter().map(|r| r.study.to_string()).collect(),
+        recs.len(),
+    );
     let content_type = if chosen == 1 {
         "application/json"
     } else {
@@ -259,10 +265,10 @@ async fn metadata(
                     Part {
                         headers: format!(
                             "Content-Type: application/dicom+xml; charset=utf-8\r\nContent-Location: {}/metadata\r\n",
-                            wado::instance_url(&base, &r)
+                            wado::ref_url(&base, &r)
                         ),
                         body: PartBody::Lazy(Box::new(move || {
-                            let bytes = spliced(repo.repo.as_ref(), &r, &wado::instance_url(&uri_base, &r))
+                            let bytes = spliced(repo.repo.as_ref(), &r, &wado::ref_url(&uri_base, &r))
                                 .map_err(|e| e.to_string())?;
                             let json: serde_json::Value =
                                 serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
@@ -286,7 +292,7 @@ async fn metadata(
             let body = web::block(move || -> Result<Bytes> {
                 let repo = st.store.repo.as_ref();
                 if one {
-                    let raw = spliced(repo, &recs[0], &wado::instance_url(&uri_base, &recs[0]))?;
+                    let raw = spliced(repo, &recs[0], &wado::ref_url(&uri_base, &recs[0]))?;
                     let mut v = Vec::with_capacity(raw.len() + 2);
                     v.push(b'[');
                     v.extend(raw);
@@ -309,7 +315,7 @@ async fn metadata(
         _ => {
             // A whole study: streamed series by series (one gzip stream when accepted).
             let repo = state.store.clone();
-            let mut groups: Vec<Vec<InstanceRecord>> = Vec::new();
+            let mut groups: Vec<Vec<InstanceRef>> = Vec::new();
             for r in recs {
                 match groups.last_mut() {
                     Some(g) if g[0].series == r.series => g.push(r),

@@ -25,7 +25,7 @@ use crate::ids::{SeriesUid, SopInstanceUid, StudyUid};
 use crate::search::query::{Include, Level, Query};
 use crate::state::AppState;
 use crate::store::Store;
-use crate::store::records::InstanceRecord;
+use crate::store::records::{InstanceRecord, InstanceRef};
 
 /// Bytes per chunk read from an instance file (1 MiB: fewer hand-offs between threads).
 const CHUNK: usize = 1024 * 1024;
@@ -65,6 +65,25 @@ pub fn dicomweb_base(req: &HttpRequest, state: &AppState) -> String {
     format!("{}/dicom-web", base_url(req, &state.urls))
 }
 
+/// The series of a target in result order (SeriesNumber, then UID).
+fn series_plan(state: &AppState, t: &Target) -> Vec<crate::search::catalog::SeriesRef> {
+    let q = Query {
+        level: Level::Instance,
+        predicates: Vec::new(),
+        combined: Vec::new(),
+        keys: Vec::new(),
+        include: Include::Tags(Vec::new()),
+        order: Vec::new(),
+        limit: usize::MAX,
+        offset: 0,
+        fuzzy: false,
+    };
+    state
+        .store
+        .catalog
+        .series_for_instances(&q, Some(&t.study), t.series.as_ref(), None, false)
+}
+
 /// The instances a target addresses, in series then instance order, after the access policy:
 /// a study the caller may not see is a 404, exactly like one that does not exist. Blocking.
 pub fn locate(state: &AppState, principal: &Principal, t: &Target) -> Result<Vec<InstanceRecord>> {
@@ -80,24 +99,7 @@ pub fn locate(state: &AppState, principal: &Principal, t: &Target) -> Result<Vec
         }
         return Ok(vec![rec]);
     }
-    let q = Query {
-        level: Level::Instance,
-        predicates: Vec::new(),
-        combined: Vec::new(),
-        keys: Vec::new(),
-        include: Include::Tags(Vec::new()),
-        order: Vec::new(),
-        limit: usize::MAX,
-        offset: 0,
-        fuzzy: false,
-    };
-    let plan = state.store.catalog.series_for_instances(
-        &q,
-        Some(&t.study),
-        t.series.as_ref(),
-        None,
-        false,
-    );
+    let plan = series_plan(state, t);
     let mut out = Vec::new();
     for s in &plan {
         out.extend(crate::search::series_instances(repo, &s.series)?);
@@ -106,6 +108,75 @@ pub fn locate(state: &AppState, principal: &Principal, t: &Target) -> Result<Vec
         return Err(not_found());
     }
     Ok(out)
+}
+
+/// Like [`locate`], for responses that need only identities and versions (metadata): reads
+/// [`InstanceRef`]s, same order, same access policy. Blocking.
+pub fn locate_refs(
+    state: &AppState,
+    principal: &Principal,
+    t: &Target,
+) -> Result<Vec<InstanceRef>> {
+    let not_found = || Error::NotFound(format!("{} not found", describe(t)));
+    if !access::can_see_study(state, principal, &t.study)? {
+        return Err(not_found());
+    }
+    let repo = state.store.repo.as_ref();
+    if let Some(sop) = &t.sop {
+        let r = repo.instance_ref(sop)?.ok_or_else(not_found)?;
+        if r.study != t.study || t.series.as_ref().is_some_and(|s| *s != r.series) {
+            return Err(not_found());
+        }
+        return Ok(vec![r]);
+    }
+    let plan = series_plan(state, t);
+    let mut out = Vec::new();
+    for s in &plan {
+        let mut refs = Vec::new();
+        for sop in repo.instances_of_series(&s.series)? {
+            if let Some(r) = repo.instance_ref(&sop)? {
+                refs.push(r);
+            }
+        }
+        refs.sort_by(|a, b| {
+            match (a.instance_number(), b.instance_number()) {
+                (Some(x), Some(y)) => x.cmp(&y),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (None, None) => std::cmp::Ordering::Equal,
+            }
+            .then_with(|| a.sop.as_str().cmp(b.sop.as_str()))
+        });
+        out.extend(refs);
+    }
+    if out.is_empty() {
+        return Err(not_found());
+    }
+    Ok(out)
+}
+
+/// The URL of an instance from its UIDs.
+pub fn ref_url(base: &str, r: &InstanceRef) -> String {
+    format!(
+        "{base}/studies/{}/series/{}/instances/{}",
+        r.study, r.series, r.sop
+    )
+}
+
+/// Audits a retrieve of these studies.
+pub fn audit_studies(
+    state: &AppState,
+    principal: &Principal,
+    what: &str,
+    mut studies: Vec<String>,
+    instances: usize,
+) {
+    let mut ev = principal.event(event::RETRIEVE, what, Outcome::Success);
+    studies.sort();
+    studies.dedup();
+    ev.studies = studies;
+    ev.detail = json!({"instances": instances});
+    state.audit.record(ev);
 }
 
 fn describe(t: &Target) -> String {
@@ -164,13 +235,8 @@ pub fn audit_retrieve(
     what: &str,
     recs: &[InstanceRecord],
 ) {
-    let mut ev = principal.event(event::RETRIEVE, what, Outcome::Success);
-    let mut studies: Vec<String> = recs.iter().map(|r| r.study.to_string()).collect();
-    studies.sort();
-    studies.dedup();
-    ev.studies = studies;
-    ev.detail = json!({"instances": recs.len()});
-    state.audit.record(ev);
+    let studies = recs.iter().map(|r| r.study.to_string()).collect();
+    audit_studies(state, principal, what, studies, recs.len());
 }
 
 pub fn new_boundary() -> String {

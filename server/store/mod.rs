@@ -84,6 +84,8 @@ pub enum CommitOutcome {
 /// under concurrent callers. Blocking.
 pub trait MetaRepo: Send + Sync {
     fn instance(&self, sop: &SopInstanceUid) -> Result<Option<InstanceRecord>, RepoError>;
+    /// Identity, version and InstanceNumber of an instance, cheaper than [`MetaRepo::instance`].
+    fn instance_ref(&self, sop: &SopInstanceUid) -> Result<Option<InstanceRef>, RepoError>;
     fn metadata(&self, sop: &SopInstanceUid) -> Result<Option<Json>, RepoError>;
     /// The metadata template as stored (JSON bytes), for responses that splice it unparsed.
     fn metadata_raw(&self, sop: &SopInstanceUid) -> Result<Option<Vec<u8>>, RepoError>;

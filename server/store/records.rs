@@ -35,6 +35,32 @@ pub struct InstanceRecord {
     pub frames: FrameAccess,
 }
 
+/// The part of an [`InstanceRecord`] that metadata responses need: identity, version and
+/// InstanceNumber. Read from the same stored record without building the attribute tree.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct InstanceRef {
+    pub study: StudyUid,
+    pub series: SeriesUid,
+    pub sop: SopInstanceUid,
+    pub hash: String,
+    #[serde(default)]
+    attrs: RefAttrs,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+struct RefAttrs {
+    #[serde(rename = "00200013", default)]
+    instance_number: Option<Json>,
+}
+
+impl InstanceRef {
+    pub fn instance_number(&self) -> Option<i64> {
+        let v = self.attrs.instance_number.as_ref()?.get("Value")?.get(0)?;
+        v.as_i64()
+            .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SeriesRecord {
     pub study: StudyUid,

@@ -100,6 +100,10 @@ impl MetaRepo for SledRepo {
         self.get(&k("I", &[sop.as_str()]))
     }
 
+    fn instance_ref(&self, sop: &SopInstanceUid) -> Result<Option<InstanceRef>, RepoError> {
+        self.get(&k("I", &[sop.as_str()]))
+    }
+
     fn metadata(&self, sop: &SopInstanceUid) -> Result<Option<Json>, RepoError> {
         self.get(&k("M", &[sop.as_str()]))
     }
