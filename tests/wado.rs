@@ -2185,3 +2185,22 @@ fn refusals_on_every_route_and_a_patient_sees_only_their_study() {
     .json();
     assert_eq!(sop_of(&meta[0]), rgb.sop);
 }
+
+#[test]
+fn malformed_uids_in_the_path_are_400_naming_the_segment() {
+    let s = Server::start(&[]);
+    for (path, segment) in [
+        ("/studies/1.2.x".to_owned(), "study"),
+        (format!("/studies/{CT_STUDY}/series/abc/metadata"), "series"),
+        (
+            format!("/studies/{CT_STUDY}/series/{CT_SERIES}/instances/1..2/pixeldata"),
+            "instance",
+        ),
+        ("/studies/1.2.x/bulkdata".to_owned(), "study"),
+    ] {
+        let r = get(&s, &path, &[]);
+        assert_eq!(r.status, 400, "{path}: {}", r.summary());
+        let msg = String::from_utf8_lossy(&r.body).to_string();
+        assert!(msg.contains(segment), "{path}: {msg}");
+    }
+}

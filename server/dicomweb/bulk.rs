@@ -662,7 +662,8 @@ fn wants_decoded(ranges: &[MediaRange]) -> bool {
     })
 }
 
-async fn pixeldata_of(
+/// `GET .../pixeldata` of a study, series or instance.
+pub async fn pixeldata_of(
     req: HttpRequest,
     principal: Principal,
     params: QueryParams,
@@ -779,7 +780,8 @@ fn bulk_paths(raw: &[u8]) -> Vec<String> {
     out
 }
 
-async fn bulkdata_all(
+/// `GET .../bulkdata` of a study, series or instance.
+pub async fn bulkdata_all(
     req: HttpRequest,
     principal: Principal,
     params: QueryParams,
@@ -840,70 +842,6 @@ async fn bulkdata_all(
         ))
         .streaming(wado::stream_parts(parts, Some(boundary))))
 }
-
-macro_rules! three_levels {
-    ($study:ident, $series:ident, $instance:ident, $inner:ident) => {
-        pub async fn $study(
-            req: HttpRequest,
-            principal: Principal,
-            params: QueryParams,
-            state: web::Data<AppState>,
-            path: web::Path<StudyUid>,
-        ) -> Result<HttpResponse> {
-            let t = Target {
-                study: path.into_inner(),
-                series: None,
-                sop: None,
-            };
-            $inner(req, principal, params, state, t).await
-        }
-
-        pub async fn $series(
-            req: HttpRequest,
-            principal: Principal,
-            params: QueryParams,
-            state: web::Data<AppState>,
-            path: web::Path<(StudyUid, SeriesUid)>,
-        ) -> Result<HttpResponse> {
-            let (study, series) = path.into_inner();
-            let t = Target {
-                study,
-                series: Some(series),
-                sop: None,
-            };
-            $inner(req, principal, params, state, t).await
-        }
-
-        pub async fn $instance(
-            req: HttpRequest,
-            principal: Principal,
-            params: QueryParams,
-            state: web::Data<AppState>,
-            path: web::Path<(StudyUid, SeriesUid, SopInstanceUid)>,
-        ) -> Result<HttpResponse> {
-            let (study, series, sop) = path.into_inner();
-            let t = Target {
-                study,
-                series: Some(series),
-                sop: Some(sop),
-            };
-            $inner(req, principal, params, state, t).await
-        }
-    };
-}
-
-three_levels!(
-    study_bulkdata,
-    series_bulkdata,
-    instance_bulkdata,
-    bulkdata_all
-);
-three_levels!(
-    study_pixeldata,
-    series_pixeldata,
-    instance_pixeldata,
-    pixeldata_of
-);
 
 #[cfg(test)]
 mod tests {

@@ -25,7 +25,7 @@ use crate::access::{self, Action, Principal};
 use crate::error::{Error, Result};
 use crate::http::media::{self, Offer};
 use crate::http::query::QueryParams;
-use crate::ids::{SeriesUid, SopInstanceUid, StudyUid};
+use crate::ids::SeriesUid;
 use crate::state::AppState;
 use crate::store::MetaRepo;
 use crate::store::records::InstanceRef;
@@ -82,56 +82,6 @@ impl Cache {
         m.insert(k, (now, v.clone()));
         Ok(v)
     }
-}
-
-/// `GET /studies/{study}/metadata`
-pub async fn study(
-    req: HttpRequest,
-    principal: Principal,
-    params: QueryParams,
-    state: web::Data<AppState>,
-    path: web::Path<StudyUid>,
-) -> Result<HttpResponse> {
-    let t = Target {
-        study: path.into_inner(),
-        series: None,
-        sop: None,
-    };
-    metadata(req, principal, params, state, t).await
-}
-
-/// `GET /studies/{study}/series/{series}/metadata`
-pub async fn series(
-    req: HttpRequest,
-    principal: Principal,
-    params: QueryParams,
-    state: web::Data<AppState>,
-    path: web::Path<(StudyUid, SeriesUid)>,
-) -> Result<HttpResponse> {
-    let (study, series) = path.into_inner();
-    let t = Target {
-        study,
-        series: Some(series),
-        sop: None,
-    };
-    metadata(req, principal, params, state, t).await
-}
-
-/// `GET /studies/{study}/series/{series}/instances/{instance}/metadata`
-pub async fn instance(
-    req: HttpRequest,
-    principal: Principal,
-    params: QueryParams,
-    state: web::Data<AppState>,
-    path: web::Path<(StudyUid, SeriesUid, SopInstanceUid)>,
-) -> Result<HttpResponse> {
-    let (study, series, sop) = path.into_inner();
-    let t = Target {
-        study,
-        series: Some(series),
-        sop: Some(sop),
-    };
-    metadata(req, principal, params, state, t).await
 }
 
 /// Whether `Accept-Encoding` allows gzip (q > 0).
@@ -211,7 +161,8 @@ fn gzip(data: &[u8]) -> Result<Bytes> {
     Ok(Bytes::from(enc.finish().map_err(Error::internal)?))
 }
 
-async fn metadata(
+/// `GET /studies/{study}[/series/{series}[/instances/{instance}]]/metadata`
+pub async fn metadata(
     req: HttpRequest,
     principal: Principal,
     params: QueryParams,

@@ -32,17 +32,20 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::get().to(qido::series_instances),
         )
         // WADO-RS (PS3.18 10.4)
-        .route(STUDY, web::get().to(wado::retrieve_study))
-        .route(SERIES, web::get().to(wado::retrieve_series))
-        .route(INSTANCE, web::get().to(wado::retrieve_instance))
-        .route(&format!("{STUDY}/metadata"), web::get().to(metadata::study))
+        .route(STUDY, web::get().to(wado::retrieve))
+        .route(SERIES, web::get().to(wado::retrieve))
+        .route(INSTANCE, web::get().to(wado::retrieve))
+        .route(
+            &format!("{STUDY}/metadata"),
+            web::get().to(metadata::metadata),
+        )
         .route(
             &format!("{SERIES}/metadata"),
-            web::get().to(metadata::series),
+            web::get().to(metadata::metadata),
         )
         .route(
             &format!("{INSTANCE}/metadata"),
-            web::get().to(metadata::instance),
+            web::get().to(metadata::metadata),
         )
         .route(
             &format!("{INSTANCE}/frames/{{frames}}"),
@@ -50,15 +53,15 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .route(
             &format!("{STUDY}/bulkdata"),
-            web::get().to(bulk::study_bulkdata),
+            web::get().to(bulk::bulkdata_all),
         )
         .route(
             &format!("{SERIES}/bulkdata"),
-            web::get().to(bulk::series_bulkdata),
+            web::get().to(bulk::bulkdata_all),
         )
         .route(
             &format!("{INSTANCE}/bulkdata"),
-            web::get().to(bulk::instance_bulkdata),
+            web::get().to(bulk::bulkdata_all),
         )
         .route(
             &format!("{INSTANCE}/bulkdata/{{path:.+}}"),
@@ -66,14 +69,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .route(
             &format!("{STUDY}/pixeldata"),
-            web::get().to(bulk::study_pixeldata),
+            web::get().to(bulk::pixeldata_of),
         )
         .route(
             &format!("{SERIES}/pixeldata"),
-            web::get().to(bulk::series_pixeldata),
+            web::get().to(bulk::pixeldata_of),
         )
         .route(
             &format!("{INSTANCE}/pixeldata"),
-            web::get().to(bulk::instance_pixeldata),
+            web::get().to(bulk::pixeldata_of),
         );
 }

@@ -165,13 +165,10 @@ async fn search(
     let st = state.clone();
     let who = principal.clone();
     let base2 = base.clone();
+    let offset = q.offset;
     let (results, total, studies) =
         web::block(move || run(&st, &who, &q, &target, &base2)).await??;
     let shown = results.len();
-    let offset = params
-        .get("offset")
-        .and_then(|o| o.trim().parse::<usize>().ok())
-        .unwrap_or(0);
     let remaining = total.saturating_sub(offset.saturating_add(shown));
 
     let mut ev = principal.event(event::QUERY, "search", Outcome::Success);

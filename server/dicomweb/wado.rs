@@ -40,6 +40,36 @@ pub struct Target {
     pub sop: Option<SopInstanceUid>,
 }
 
+/// The study, series and instance of the route's `{study}`, `{series}`, `{instance}` segments:
+/// one extractor for the three levels of every WADO-RS resource.
+impl actix_web::FromRequest for Target {
+    type Error = Error;
+    type Future = std::future::Ready<Result<Self>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let m = req.match_info();
+        let bad = |what: &str, e: crate::ids::UidError| {
+            Error::BadRequest(format!("invalid path: {what}: {e}"))
+        };
+        let parsed = (|| {
+            let study =
+                StudyUid::parse(m.get("study").unwrap_or_default()).map_err(|e| bad("study", e))?;
+            let series = m
+                .get("series")
+                .map(SeriesUid::parse)
+                .transpose()
+                .map_err(|e| bad("series", e))?;
+            let sop = m
+                .get("instance")
+                .map(SopInstanceUid::parse)
+                .transpose()
+                .map_err(|e| bad("instance", e))?;
+            Ok(Target { study, series, sop })
+        })();
+        std::future::ready(parsed)
+    }
+}
+
 impl Target {
     pub fn url(&self, base: &str) -> String {
         let mut u = format!("{base}/studies/{}", self.study);
@@ -340,57 +370,8 @@ const RETRIEVE_OFFERS: &[Offer] = &[
     Offer::new("application/dicom"),
 ];
 
-/// `GET /studies/{study}`
-pub async fn retrieve_study(
-    req: HttpRequest,
-    principal: Principal,
-    params: QueryParams,
-    state: web::Data<AppState>,
-    path: web::Path<StudyUid>,
-) -> Result<HttpResponse> {
-    let t = Target {
-        study: path.into_inner(),
-        series: None,
-        sop: None,
-    };
-    retrieve(req, principal, params, state, t).await
-}
-
-/// `GET /studies/{study}/series/{series}`
-pub async fn retrieve_series(
-    req: HttpRequest,
-    principal: Principal,
-    params: QueryParams,
-    state: web::Data<AppState>,
-    path: web::Path<(StudyUid, SeriesUid)>,
-) -> Result<HttpResponse> {
-    let (study, series) = path.into_inner();
-    let t = Target {
-        study,
-        series: Some(series),
-        sop: None,
-    };
-    retrieve(req, principal, params, state, t).await
-}
-
-/// `GET /studies/{study}/series/{series}/instances/{instance}`
-pub async fn retrieve_instance(
-    req: HttpRequest,
-    principal: Principal,
-    params: QueryParams,
-    state: web::Data<AppState>,
-    path: web::Path<(StudyUid, SeriesUid, SopInstanceUid)>,
-) -> Result<HttpResponse> {
-    let (study, series, sop) = path.into_inner();
-    let t = Target {
-        study,
-        series: Some(series),
-        sop: Some(sop),
-    };
-    retrieve(req, principal, params, state, t).await
-}
-
-async fn retrieve(
+/// `GET /studies/{study}[/series/{series}[/instances/{instance}]]`
+pub async fn retrieve(
     req: HttpRequest,
     principal: Principal,
     params: QueryParams,
