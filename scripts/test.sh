@@ -19,7 +19,7 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
 }
 
-apt_install dcmtk libgdcm-tools python3 python3-venv python3-pip curl ca-certificates build-essential
+apt_install dcmtk libgdcm-tools python3 python3-venv python3-pip curl ca-certificates build-essential cmake
 
 if ! command -v cargo >/dev/null 2>&1; then
   if [ -x "$HOME/.cargo/bin/cargo" ]; then
