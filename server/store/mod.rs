@@ -152,6 +152,8 @@ pub struct RecoveryReport {
 
 /// Present in the data directory only between a clean stop and the next start.
 const CLEAN_MARKER: &str = "clean-shutdown";
+/// Data derived from stored files (thumbnails), under the data directory.
+const DERIVED_DIR: &str = "derived";
 
 pub struct Store {
     pub repo: Arc<dyn MetaRepo>,
@@ -236,6 +238,25 @@ impl Store {
         &self.data
     }
 
+    /// Where data derived from a study's files is kept (rendered thumbnails): one directory per
+    /// study, `data/derived/{StudyInstanceUID}`, removed whole by [`Store::forget_derived`].
+    pub fn derived_dir(&self, study: &StudyUid) -> PathBuf {
+        self.data.join(DERIVED_DIR).join(study.as_str())
+    }
+
+    /// Drop everything derived from a study (after any store, replace or delete touching it).
+    /// Derived data is rebuilt on request, so a failure is only logged.
+    pub fn forget_derived(&self, study: &StudyUid) {
+        let dir = self.derived_dir(study);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not remove derived data")
+            }
+        }
+    }
+
     /// Remove temp files, files no index entry names, and entries whose file is gone.
     pub fn recover(&self) -> Result<RecoveryReport, RepoError> {
         let io = |e: std::io::Error| RepoError::Corrupt(format!("recovery: {e}"));
@@ -243,6 +264,12 @@ impl Store {
             temp_files_removed: self.blobs.clear_staging().map_err(io)?,
             ..Default::default()
         };
+        // After a crash, derived data may describe files that changed: drop it all (it is
+        // rebuilt on request).
+        match std::fs::remove_dir_all(self.data.join(DERIVED_DIR)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+            _ => {}
+        }
         for item in self.blobs.list().map_err(io)? {
             match item {
                 Ok((key, sop)) => {
@@ -576,6 +603,7 @@ impl Store {
         touched.sort();
         touched.dedup();
         for study in &touched {
+            self.forget_derived(study);
             if let Err(e) = self.catalog.refresh(self.repo.as_ref(), study) {
                 tracing::error!(error = %e, study = %study, "search catalog refresh failed");
             }
@@ -606,6 +634,7 @@ impl Store {
             }
         }
         self.repo.flush()?;
+        self.forget_derived(study);
         self.catalog.refresh(self.repo.as_ref(), study)?;
         for b in &blobs {
             if let Err(e) = self.blobs.remove(b) {
