@@ -405,6 +405,9 @@ pub enum Action {
     /// Search or read studies through DICOMweb; what each caller sees is scoped by
     /// [`visible_studies`] and [`can_see_study`].
     Read,
+    /// Delete a study, series or instance (a Lightbox extension, not a PS3.18 transaction):
+    /// staff and admins only. Callers first check that the object is visible (404 otherwise).
+    Delete,
     /// Server health (no patient data).
     Health,
 }
@@ -459,6 +462,10 @@ pub fn authorize(principal: &Principal, action: &Action) -> Result<()> {
         Action::ManageFacilities if user.role.is_staff() => Ok(()),
         Action::ManageFacilities => Err(Error::Forbidden(
             "only the image library manages facility accounts".into(),
+        )),
+        Action::Delete if user.role.is_staff() => Ok(()),
+        Action::Delete => Err(Error::Forbidden(
+            "only the image library (staff) may delete studies, series or instances".into(),
         )),
         Action::Store { .. } => {
             if matches!(

@@ -41,6 +41,10 @@ pub struct Config {
     pub qido_case_sensitive_pn: bool,
     /// WADO-RS metadata: BulkDataURIs as paths (`/dicom-web/...`) instead of absolute URLs.
     pub bulkdata_uri_relative: bool,
+    /// Rendering: refuse (413) an instance whose decoded pixels would exceed this many bytes.
+    pub render_max_decoded_bytes: u64,
+    /// Rendering: the long side of a default thumbnail, in pixels.
+    pub thumbnail_size: u32,
     pub log: String,
 }
 
@@ -104,6 +108,12 @@ pub struct Settings {
     /// WADO-RS metadata: write BulkDataURIs as paths (/dicom-web/...) instead of absolute URLs [default: false]
     #[arg(long, env = "LIGHTBOX_BULKDATA_URI_RELATIVE", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub bulkdata_uri_relative: Option<bool>,
+    /// Rendering: refuse (413) instances whose decoded pixels exceed this many bytes [default: 2147483648]
+    #[arg(long, env = "LIGHTBOX_RENDER_MAX_DECODED_BYTES", value_name = "BYTES")]
+    pub render_max_decoded_bytes: Option<u64>,
+    /// Rendering: long side of a default thumbnail in pixels, 16 to 1024 [default: 128]
+    #[arg(long, env = "LIGHTBOX_THUMBNAIL_SIZE", value_name = "PX")]
+    pub thumbnail_size: Option<u32>,
     /// Log filter (tracing EnvFilter syntax) [default: info]
     #[arg(long, env = "LIGHTBOX_LOG", value_name = "FILTER")]
     pub log: Option<String>,
@@ -128,6 +138,10 @@ impl Settings {
             qido_max_results: self.qido_max_results.or(lower.qido_max_results),
             qido_case_sensitive_pn: self.qido_case_sensitive_pn.or(lower.qido_case_sensitive_pn),
             bulkdata_uri_relative: self.bulkdata_uri_relative.or(lower.bulkdata_uri_relative),
+            render_max_decoded_bytes: self
+                .render_max_decoded_bytes
+                .or(lower.render_max_decoded_bytes),
+            thumbnail_size: self.thumbnail_size.or(lower.thumbnail_size),
             log: self.log.or(lower.log),
         }
     }
@@ -218,6 +232,18 @@ pub fn finish(s: Settings) -> Result<Config, String> {
         },
         qido_case_sensitive_pn: s.qido_case_sensitive_pn.unwrap_or(false),
         bulkdata_uri_relative: s.bulkdata_uri_relative.unwrap_or(false),
+        render_max_decoded_bytes: match s.render_max_decoded_bytes.unwrap_or(2 << 30) {
+            0 => return Err("render_max_decoded_bytes must be at least 1".into()),
+            n => n,
+        },
+        thumbnail_size: match s.thumbnail_size.unwrap_or(128) {
+            n @ 16..=1024 => n,
+            n => {
+                return Err(format!(
+                    "thumbnail_size must be from 16 to 1024 pixels, not {n}"
+                ));
+            }
+        },
         log: s.log.unwrap_or_else(|| "info".into()),
     })
 }

@@ -46,6 +46,9 @@ pub enum Error {
     /// 503: the store is not available (e.g. free disk below the reserve).
     #[error("{0}")]
     Unavailable(String),
+    /// 503: too much work queued (e.g. rendering); retry after this many seconds.
+    #[error("{message}")]
+    Busy { message: String, retry_after: u64 },
     /// 500: a failure inside the store; `detail` is logged, never sent.
     #[error("storage failure")]
     Store { detail: String },
@@ -69,6 +72,7 @@ impl Error {
             Error::UnsupportedMediaType(_) => "unsupported-media-type",
             Error::TooManyRequests { .. } => "too-many-requests",
             Error::Unavailable(_) => "unavailable",
+            Error::Busy { .. } => "busy",
             Error::Store { .. } => "store-failure",
             Error::Internal { .. } => "internal-error",
         }
@@ -100,7 +104,7 @@ impl ResponseError for Error {
             Error::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Unavailable(_) | Error::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::Store { .. } | Error::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -124,7 +128,7 @@ impl ResponseError for Error {
         if let Error::RangeNotSatisfiable { length, .. } = self {
             resp.insert_header((header::CONTENT_RANGE, format!("bytes */{length}")));
         }
-        if let Error::TooManyRequests { retry_after, .. } = self {
+        if let Error::TooManyRequests { retry_after, .. } | Error::Busy { retry_after, .. } = self {
             resp.insert_header((header::RETRY_AFTER, retry_after.to_string()));
         }
         resp.json(json!({"code": self.code(), "message": self.to_string()}))

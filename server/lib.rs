@@ -15,6 +15,7 @@ pub mod health;
 pub mod http;
 pub mod ids;
 pub mod import;
+pub mod render;
 pub mod search;
 pub mod state;
 pub mod store;
@@ -97,6 +98,14 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
                 .wrap(DefaultHeaders::new().add((header::CACHE_CONTROL, "private, no-store")))
                 .wrap(cors(&config))
                 .configure(dicomweb::routes),
+        )
+        // WADO-URI (PS3.18 9) lives at the root, under the same guard as DICOMweb.
+        .service(
+            web::scope("/wado")
+                .wrap(actix_web::middleware::from_fn(access::guard))
+                .wrap(DefaultHeaders::new().add((header::CACHE_CONTROL, "private, no-store")))
+                .wrap(cors(&config))
+                .configure(dicomweb::wado_uri::routes),
         );
 }
 
@@ -167,6 +176,7 @@ pub async fn run(
         audit_log,
         audit: audit.clone(),
         metadata_cache: Default::default(),
+        render_gate: render::Gate::for_cores(),
     });
     tracing::info!(
         listen = %bound,

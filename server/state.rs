@@ -24,4 +24,6 @@ pub struct AppState {
     pub audit: AuditSink,
     /// Pre-compressed WADO-RS series metadata.
     pub metadata_cache: crate::dicomweb::metadata::Cache,
+    /// Bounds concurrent rendering to the cores (PS3.18 rendered and thumbnail resources).
+    pub render_gate: crate::render::Gate,
 }

@@ -9,6 +9,8 @@
 //! what varies between instances; everything else is fixed. The output is deterministic: the
 //! same spec always gives the same bytes.
 
+pub mod server;
+
 use dicom_core::value::{C, PrimitiveValue};
 use dicom_core::{DataElement, VR};
 use dicom_dictionary_std::tags;

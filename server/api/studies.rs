@@ -190,6 +190,7 @@ mod tests {
             audit_log: audit_log.clone(),
             audit: audit.clone(),
             metadata_cache: Default::default(),
+            render_gate: crate::render::Gate::for_cores(),
         });
         let app =
             test::init_service(App::new().configure(|c| crate::configure(c, state.clone()))).await;

@@ -219,6 +219,39 @@ impl Grants {
         Ok(Some(g))
     }
 
+    /// Drop every grant of a study that no longer exists (claim codes included), in one
+    /// batch. Durable when it returns. Returns how many grants went.
+    pub fn forget_study(&self, study: &StudyUid) -> Result<usize, AccountError> {
+        let _w = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let grants = self.of_study(study)?;
+        if grants.is_empty() {
+            return Ok(0);
+        }
+        let mut b = sled::Batch::default();
+        for g in &grants {
+            b.remove(k("G", &[g.id.as_str()]));
+            b.remove(k("GS", &[study.as_str(), g.id.as_str()]));
+            match &g.kind {
+                GrantKind::Patient {
+                    code_hash,
+                    claimed_by,
+                    ..
+                } => {
+                    b.remove(k("GC", &[code_hash]));
+                    if let Some(u) = claimed_by {
+                        b.remove(k("GU", &[u.as_str(), study.as_str()]));
+                    }
+                }
+                GrantKind::Facility { account_id } => {
+                    b.remove(k("GU", &[account_id.as_str(), study.as_str()]));
+                }
+            }
+        }
+        self.tree.apply_batch(b)?;
+        self.db.flush()?;
+        Ok(grants.len())
+    }
+
     /// Is the study visible to this account through a live grant?
     pub fn visible(&self, user: &Id, study: &StudyUid) -> Result<bool, AccountError> {
         Ok(self

@@ -143,7 +143,7 @@ fn negotiate_frames(ranges: &[MediaRange], ts: &str) -> Result<(Mode, bool)> {
 }
 
 /// Parses a frame list (`1,3,5`; `%2C` accepted), refusing duplicates.
-fn parse_frame_list(s: &str) -> Result<Vec<u32>> {
+pub(crate) fn parse_frame_list(s: &str) -> Result<Vec<u32>> {
     let s = s.replace("%2C", ",").replace("%2c", ",");
     let mut out: Vec<u32> = Vec::new();
     for part in s.split(',') {
@@ -165,7 +165,7 @@ fn parse_frame_list(s: &str) -> Result<Vec<u32>> {
     Ok(out)
 }
 
-fn read_fragments(path: &Path, fragments: &[Fragment]) -> std::io::Result<Vec<u8>> {
+pub(crate) fn read_fragments(path: &Path, fragments: &[Fragment]) -> std::io::Result<Vec<u8>> {
     let f = std::fs::File::open(path)?;
     let total: u64 = fragments.iter().map(|f| f.length).sum();
     let mut out = vec![0u8; total as usize];
@@ -178,7 +178,7 @@ fn read_fragments(path: &Path, fragments: &[Fragment]) -> std::io::Result<Vec<u8
 }
 
 /// A 1-bit frame starting at any bit: read and shift to start at bit 0.
-fn read_bits(path: &Path, bit_offset: u64, bit_length: u64) -> std::io::Result<Vec<u8>> {
+pub(crate) fn read_bits(path: &Path, bit_offset: u64, bit_length: u64) -> std::io::Result<Vec<u8>> {
     let f = std::fs::File::open(path)?;
     let first = bit_offset / 8;
     let shift = (bit_offset % 8) as u32;

@@ -84,6 +84,16 @@ impl Cache {
     }
 }
 
+impl Cache {
+    /// Drop every cached body of these series (after a delete).
+    pub fn forget_series(&self, series: &[SeriesUid]) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(s, _), _| !series.contains(s));
+    }
+}
+
 /// Whether `Accept-Encoding` allows gzip (q > 0).
 pub fn accepts_gzip(req: &HttpRequest) -> bool {
     req.headers()

@@ -365,12 +365,21 @@ pub fn stream_parts(
     })
 }
 
-const RETRIEVE_OFFERS: &[Offer] = &[
+/// What an instance retrieve can answer, in server preference.
+const INSTANCE_OFFERS: &[Offer] = &[
     Offer::multipart("application/dicom"),
     Offer::new("application/dicom"),
+    Offer::new("application/zip"),
+];
+/// A study or series: a single-part `application/dicom` body holds one instance only.
+const SET_OFFERS: &[Offer] = &[
+    Offer::multipart("application/dicom"),
+    Offer::new("application/zip"),
 ];
 
-/// `GET /studies/{study}[/series/{series}[/instances/{instance}]]`
+/// `GET /studies/{study}[/series/{series}[/instances/{instance}]]`: multipart DICOM, a single
+/// `application/dicom` body (one instance), or a ZIP of Part 10 files ([`super::zip`]), with
+/// the same transfer-syntax plan for all three.
 pub async fn retrieve(
     req: HttpRequest,
     principal: Principal,
@@ -385,11 +394,10 @@ pub async fn retrieve(
     require_audit(&state)?;
     let (st, who, target) = (state.clone(), principal.clone(), t.clone());
     let recs = web::block(move || locate(&st, &who, &target)).await??;
-    // A single-part application/dicom body holds one instance.
-    let offers: &[Offer] = if t.sop.is_some() {
-        RETRIEVE_OFFERS
+    let offers = if t.sop.is_some() {
+        INSTANCE_OFFERS
     } else {
-        &RETRIEVE_OFFERS[..1]
+        SET_OFFERS
     };
     let deliverable = |r: &MediaRange| {
         let want = Want::from_param(r.transfer_syntax());
@@ -412,6 +420,7 @@ pub async fn retrieve(
         Err(e) => return Err(e),
     };
     let want = Want::from_param(chosen.range.transfer_syntax());
+    let as_zip = chosen.offer.media_type == "application/zip";
     let single = chosen.offer.type_param.is_none();
     let base = dicomweb_base(&req, &state);
     let mut planned = Vec::new();
@@ -425,13 +434,46 @@ pub async fn retrieve(
     audit_retrieve(
         &state,
         &principal,
-        "retrieve",
+        if as_zip { "retrieve-zip" } else { "retrieve" },
         &planned
             .iter()
             .map(|(r, _)| (*r).clone())
             .collect::<Vec<_>>(),
     );
     let store: Arc<Store> = state.store.clone();
+    let status = if omitted > 0 {
+        StatusCode::PARTIAL_CONTENT
+    } else {
+        StatusCode::OK
+    };
+    let mut resp = HttpResponse::build(status);
+    if omitted > 0 {
+        resp.insert_header((
+            header::WARNING,
+            format!(
+                "299 {base}: {omitted} of {} instances were left out: not available in the requested transfer syntax",
+                recs.len()
+            ),
+        ));
+    }
+    if as_zip {
+        let entries = planned
+            .iter()
+            .map(|(rec, ts)| super::zip::ZipEntry::new(rec, store.blobs.path(&rec.blob), ts))
+            .collect();
+        let (level, uid) = match (&t.series, &t.sop) {
+            (_, Some(i)) => ("instance", i.as_str()),
+            (Some(s), None) => ("series", s.as_str()),
+            (None, None) => ("study", t.study.as_str()),
+        };
+        return Ok(resp
+            .insert_header((
+                header::CONTENT_DISPOSITION,
+                super::zip::content_disposition(level, uid),
+            ))
+            .content_type("application/zip")
+            .streaming(super::zip::stream(entries)));
+    }
     let parts: Vec<Part> = planned
         .iter()
         .map(|(rec, ts)| {
@@ -454,21 +496,6 @@ pub async fn retrieve(
             }
         })
         .collect();
-    let status = if omitted > 0 {
-        StatusCode::PARTIAL_CONTENT
-    } else {
-        StatusCode::OK
-    };
-    let mut resp = HttpResponse::build(status);
-    if omitted > 0 {
-        resp.insert_header((
-            header::WARNING,
-            format!(
-                "299 {base}: {omitted} of {} instances were left out: not available in the requested transfer syntax",
-                recs.len()
-            ),
-        ));
-    }
     if single {
         let (rec, ts) = &planned[0];
         resp.insert_header((header::CONTENT_LOCATION, instance_url(&base, rec)));

@@ -95,6 +95,14 @@ pub trait MetaRepo: Send + Sync {
     fn instances_of_series(&self, series: &SeriesUid) -> Result<Vec<SopInstanceUid>, RepoError>;
     fn commit(&self, new: NewInstance) -> Result<CommitOutcome, RepoError>;
     fn remove(&self, sop: &SopInstanceUid) -> Result<Option<InstanceRecord>, RepoError>;
+    /// Remove several instances in ONE atomic change (all or none, also across a crash), with
+    /// their aggregates. An instance that is absent, or for which `keep` answers false when the
+    /// write lock is held (it moved since the caller listed it), is left alone. Not flushed.
+    fn remove_many(
+        &self,
+        sops: &[SopInstanceUid],
+        keep: &dyn Fn(&InstanceRecord) -> bool,
+    ) -> Result<Vec<InstanceRecord>, RepoError>;
     /// The account that owns a study uploaded by a patient or facility.
     fn owner(&self, study: &StudyUid) -> Result<Option<String>, RepoError>;
     /// Every study an account owns.
@@ -148,6 +156,15 @@ pub struct RecoveryReport {
     pub orphan_files_removed: usize,
     pub dangling_entries_removed: usize,
     pub foreign_files: Vec<PathBuf>,
+}
+
+/// What [`Store::delete`] removed.
+#[derive(Debug, Clone, Default)]
+pub struct Deleted {
+    /// The index records of the removed instances (empty: nothing was there).
+    pub instances: Vec<InstanceRecord>,
+    /// The study has no instance left: its aggregates and owner entry are gone too.
+    pub study_gone: bool,
 }
 
 /// Present in the data directory only between a clean stop and the next start.
@@ -621,27 +638,54 @@ impl Store {
             .collect()
     }
 
-    /// Remove a whole study: index entries first (flushed), then the files. A crash in between
-    /// leaves files no entry names, which recovery removes. Returns the instances removed.
-    /// Blocking.
+    /// Remove a whole study (see [`Store::delete`]). Returns the instances removed. Blocking.
     pub fn delete_study(&self, study: &StudyUid) -> Result<usize, RepoError> {
-        let mut blobs = Vec::new();
-        for series in self.repo.series_of_study(study)? {
-            for sop in self.repo.instances_of_series(&series)? {
-                if let Some(rec) = self.repo.remove(&sop)? {
-                    blobs.push(rec.blob);
+        Ok(self.delete(study, None, None)?.instances.len())
+    }
+
+    /// Remove a study, one series of it, or one instance of that series: every index entry in
+    /// one atomic batch, flushed, then derived data, then the files. A crash before the flush
+    /// leaves everything in place; a crash after it leaves files no entry names, which
+    /// [`Store::recover`] removes at the next start: never half an object. Instances that are
+    /// not (or no longer) under the given study and series are left alone; nothing removed
+    /// means the target was absent. Blocking (sled writes, one fsync, file removals).
+    pub fn delete(
+        &self,
+        study: &StudyUid,
+        series: Option<&SeriesUid>,
+        sop: Option<&SopInstanceUid>,
+    ) -> Result<Deleted, RepoError> {
+        let sops = match (series, sop) {
+            (_, Some(sop)) => vec![sop.clone()],
+            (Some(series), None) => self.repo.instances_of_series(series)?,
+            (None, None) => {
+                let mut v = Vec::new();
+                for s in self.repo.series_of_study(study)? {
+                    v.extend(self.repo.instances_of_series(&s)?);
                 }
+                v
             }
+        };
+        let keep = |r: &InstanceRecord| r.study == *study && series.is_none_or(|s| r.series == *s);
+        let instances = self.repo.remove_many(&sops, &keep)?;
+        if instances.is_empty() {
+            return Ok(Deleted::default());
         }
         self.repo.flush()?;
         self.forget_derived(study);
-        self.catalog.refresh(self.repo.as_ref(), study)?;
-        for b in &blobs {
-            if let Err(e) = self.blobs.remove(b) {
-                tracing::warn!(file = b.as_str(), error = %e, "could not remove a deleted file; recovery will");
+        if let Err(e) = self.catalog.refresh(self.repo.as_ref(), study) {
+            tracing::error!(error = %e, study = %study, "search catalog refresh failed");
+        }
+        let study_gone = self.repo.study(study)?.is_none();
+        for r in &instances {
+            if let Err(e) = self.blobs.remove(&r.blob) {
+                tracing::warn!(file = r.blob.as_str(), error = %e, "could not remove a deleted file; recovery will");
             }
         }
-        Ok(blobs.len())
+        Ok(Deleted {
+            instances,
+            study_gone,
+        })
     }
 
     /// Free disk space is at least the reserve plus `extra` bytes.

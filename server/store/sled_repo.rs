@@ -188,6 +188,36 @@ impl MetaRepo for SledRepo {
         Ok(Some(old))
     }
 
+    fn remove_many(
+        &self,
+        sops: &[SopInstanceUid],
+        keep: &dyn Fn(&InstanceRecord) -> bool,
+    ) -> Result<Vec<InstanceRecord>, RepoError> {
+        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let now = now();
+        // One overlay for every detach: aggregates are read back from it, so they count down
+        // across the whole set, and the batch holds the final state only.
+        let overlay = Overlay::new(&self.tree);
+        let mut removed = Vec::with_capacity(sops.len());
+        for sop in sops {
+            let Some(old) = overlay.get::<InstanceRecord>(&k("I", &[sop.as_str()]))? else {
+                continue;
+            };
+            if !keep(&old) {
+                continue;
+            }
+            overlay.detach(&old, now)?;
+            removed.push(old);
+        }
+        if removed.is_empty() {
+            return Ok(removed);
+        }
+        let mut batch = sled::Batch::default();
+        overlay.write_into(&mut batch);
+        self.tree.apply_batch(batch)?;
+        Ok(removed)
+    }
+
     fn owner(&self, study: &StudyUid) -> Result<Option<String>, RepoError> {
         self.get(&k("W", &[study.as_str()]))
     }
