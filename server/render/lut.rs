@@ -538,9 +538,6 @@ fn palette_channel(
     if entries.is_empty() {
         return Err(missing());
     }
-    // Some writers declare 16 bits but store 8-bit values: scale by the largest entry's width.
-    let max_entry = entries.iter().copied().max().unwrap_or(0);
-    let bits = if bits > 8 && max_entry < 256 { 8 } else { bits };
     let scaled = entries
         .iter()
         .map(|&v| {

@@ -152,14 +152,18 @@ pub fn encode(img: &Image8, format: Format, quality: u8) -> Result<Vec<u8>, Rend
                 u16::try_from(img.width).map_err(|e| fail(&e))?,
                 u16::try_from(img.height).map_err(|e| fail(&e))?,
             );
-            let frame = if img.channels == 3 {
-                gif::Frame::from_rgb_speed(w, h, &img.data, 10)
+            // Gray: the pixels index a global 256-level gray palette (exact). RGB: quantised
+            // to a local palette of 256 colours (NeuQuant).
+            let gray: Vec<u8> = (0..=255u8).flat_map(|v| [v, v, v]).collect();
+            let (frame, global) = if img.channels == 3 {
+                (gif::Frame::from_rgb_speed(w, h, &img.data, 10), &[][..])
             } else {
-                let mut f = gif::Frame::from_indexed_pixels(w, h, img.data.clone(), None);
-                f.palette = Some((0..=255u8).flat_map(|v| [v, v, v]).collect());
-                f
+                (
+                    gif::Frame::from_indexed_pixels(w, h, img.data.clone(), None),
+                    &gray[..],
+                )
             };
-            let mut enc = gif::Encoder::new(&mut out, w, h, &[]).map_err(|e| fail(&e))?;
+            let mut enc = gif::Encoder::new(&mut out, w, h, global).map_err(|e| fail(&e))?;
             enc.write_frame(&frame).map_err(|e| fail(&e))?;
         }
     }

@@ -185,16 +185,124 @@ fn from_decoded(
     })
 }
 
-fn decode_error(ts: &str, e: impl std::fmt::Display) -> RenderError {
-    let msg = e.to_string();
-    if ts == "1.2.840.10008.1.2.4.51" && msg.contains("12") {
-        RenderError::Unsupported(format!(
-            "this instance is JPEG Extended with 12-bit samples, which this server cannot decode \
-             (no pure-Rust decoder exists); retrieve it as stored and view it in a DICOM viewer ({msg})"
-        ))
-    } else {
-        RenderError::Decode(format!("the pixel data cannot be decoded: {msg}"))
+fn decode_error(e: impl std::fmt::Display) -> RenderError {
+    RenderError::Decode(format!("the pixel data cannot be decoded: {e}"))
+}
+
+/// JPEG lossy (Baseline / Extended) with more than 8 bits: 12-bit JPEG, which no pure-Rust
+/// decoder handles. Refused before decoding, with a message saying so.
+fn refuse_12_bit_jpeg(ts: &str, header: &InMemDicomObject) -> Result<(), RenderError> {
+    let lossy_jpeg = matches!(ts, "1.2.840.10008.1.2.4.50" | "1.2.840.10008.1.2.4.51");
+    let bits = u16_of(header, tags::BITS_STORED).unwrap_or(8);
+    if lossy_jpeg && bits > 8 {
+        return Err(RenderError::Unsupported(format!(
+            "it is JPEG Extended with {bits}-bit samples, which this server cannot decode (no \
+             pure-Rust 12-bit JPEG decoder exists); retrieve it as stored (WADO-RS) and view it \
+             in a DICOM viewer"
+        )));
     }
+    Ok(())
+}
+
+/// Whether a JPEG stream declares YCbCr coding: a JFIF APP0 segment, or an Adobe APP14 segment
+/// with transform 1. Without either, a DICOM image labelled RGB was compressed without a colour
+/// transform (PS3.5 8.2.1), and must not be converted from YCbCr.
+fn jpeg_declares_ycc(jpeg: &[u8]) -> bool {
+    let mut i = 2;
+    while i + 4 <= jpeg.len() && jpeg[i] == 0xFF {
+        let marker = jpeg[i + 1];
+        if marker == 0xDA {
+            break;
+        }
+        let len = usize::from(u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]]));
+        let body = &jpeg[(i + 4).min(jpeg.len())..(i + 2 + len).min(jpeg.len())];
+        match marker {
+            0xE0 if body.starts_with(b"JFIF\0") => return true,
+            0xEE if body.starts_with(b"Adobe") && body.len() >= 12 => return body[11] == 1,
+            _ => {}
+        }
+        i += 2 + len;
+    }
+    false
+}
+
+/// A JPEG lossy frame labelled RGB, decoded without any colour transform.
+fn jpeg_rgb_as_stored(header: &InMemDicomObject, jpeg: &[u8]) -> Result<Frame, RenderError> {
+    let mut d = jpeg_decoder::Decoder::new(jpeg);
+    d.set_color_transform(jpeg_decoder::ColorTransform::RGB);
+    let data = d.decode().map_err(decode_error)?;
+    let info = d
+        .info()
+        .ok_or_else(|| RenderError::Decode("the JPEG stream has no frame header".into()))?;
+    let mut f = header_frame(header, data)?;
+    (f.rows, f.cols) = (u32::from(info.height), u32::from(info.width));
+    (f.bits_allocated, f.bits_stored, f.high_bit, f.signed) = (8, 8, 7, false);
+    (f.photometric, f.planar) = ("RGB".into(), false);
+    Ok(f)
+}
+
+/// RLE Lossless (PS3.5 Annex G) with 32-bit samples, which dicom-pixeldata's decoder refuses:
+/// one PackBits segment per byte plane, most significant byte first, per sample.
+fn rle_decode(header: &InMemDicomObject, rle: &[u8]) -> Result<Frame, RenderError> {
+    let bad = |why: &str| RenderError::Decode(format!("RLE: {why}"));
+    let mut f = header_frame(header, Vec::new())?;
+    let bytes = usize::from(f.bits_allocated / 8);
+    let spp = usize::from(f.spp);
+    let pixels = (f.rows * f.cols) as usize;
+    if rle.len() < 64 {
+        return Err(bad("no segment header"));
+    }
+    let word = |i: usize| u32::from_le_bytes([rle[i], rle[i + 1], rle[i + 2], rle[i + 3]]) as usize;
+    let segments = word(0);
+    if segments != bytes * spp || segments > 15 {
+        return Err(bad(&format!(
+            "{segments} segments for {spp} sample(s) of {bytes} byte(s)"
+        )));
+    }
+    let offsets: Vec<usize> = (0..segments).map(|k| word(4 + 4 * k)).collect();
+    let mut out = vec![0u8; pixels * spp * bytes];
+    for k in 0..segments {
+        let start = offsets[k];
+        let end = offsets
+            .get(k + 1)
+            .copied()
+            .unwrap_or(rle.len())
+            .min(rle.len());
+        if start > end {
+            return Err(bad("segment offsets out of order"));
+        }
+        let plane = packbits(&rle[start..end], pixels);
+        let (sample, byte) = (k / bytes, bytes - 1 - k % bytes);
+        for (p, v) in plane.into_iter().enumerate() {
+            // Colour RLE is decoded colour-by-pixel (interleaved).
+            out[(p * spp + sample) * bytes + byte] = v;
+        }
+    }
+    f.data = out;
+    f.planar = false;
+    Ok(f)
+}
+
+/// PackBits (PS3.5 G.3.1), at most `limit` bytes out.
+fn packbits(src: &[u8], limit: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(limit);
+    let mut i = 0;
+    while i < src.len() && out.len() < limit {
+        let n = src[i] as i8;
+        i += 1;
+        if n >= 0 {
+            let end = (i + n as usize + 1).min(src.len());
+            out.extend_from_slice(&src[i..end]);
+            i = end;
+        } else if n != -128 {
+            if let Some(&b) = src.get(i) {
+                out.extend(std::iter::repeat_n(b, (1 - i32::from(n)) as usize));
+            }
+            i += 1;
+        }
+    }
+    out.resize(limit, 0);
+    out
 }
 
 /// Frame `n` (1-based) of an instance whose header is `header`.
@@ -243,6 +351,7 @@ pub fn frame(
                         "pixel data stored in transfer syntax {ts} cannot be decoded by this server"
                     )));
                 }
+                refuse_12_bit_jpeg(ts, header)?;
                 let StoredFrame::Bytes { fragments } = stored else {
                     return Err(RenderError::Decode("unexpected bit-packed frame".into()));
                 };
@@ -251,6 +360,20 @@ pub fn frame(
                     .map(|f| read_fragments(path, std::slice::from_ref(f)))
                     .collect::<std::io::Result<Vec<_>>>()
                     .map_err(|e| RenderError::Decode(format!("cannot read: {e}")))?;
+                let spp = u16_of(header, tags::SAMPLES_PER_PIXEL).unwrap_or(1);
+                let bits = u16_of(header, tags::BITS_ALLOCATED).unwrap_or(8);
+                if ts == "1.2.840.10008.1.2.5" && bits == 32 {
+                    return rle_decode(header, &pieces.concat());
+                }
+                if matches!(ts, "1.2.840.10008.1.2.4.50" | "1.2.840.10008.1.2.4.51")
+                    && spp == 3
+                    && stored_pi == "RGB"
+                {
+                    let jpeg = pieces.concat();
+                    if !jpeg_declares_ycc(&jpeg) {
+                        return jpeg_rgb_as_stored(header, &jpeg);
+                    }
+                }
                 let mut obj = header.clone();
                 obj.put(DataElement::new_with_len(
                     tags::PIXEL_DATA,
@@ -266,15 +389,23 @@ pub fn frame(
                 // The per-frame functional groups describe every frame; the decoder would
                 // insist they match the one frame it gets.
                 obj.remove_element(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE);
-                let decoded = obj.decode_pixel_data().map_err(|e| decode_error(ts, e))?;
+                let decoded = obj.decode_pixel_data().map_err(decode_error)?;
                 from_decoded(&decoded, 0, &stored_pi, ts)
             }
         }
         FrameAccess::DecodeOnRequest => {
             let decoded = header
                 .decode_pixel_data_frame(n - 1)
-                .map_err(|e| decode_error(ts, e))?;
-            from_decoded(&decoded, 0, &stored_pi, ts)
+                .map_err(decode_error)?;
+            let mut f = from_decoded(&decoded, 0, &stored_pi, ts)?;
+            if ts == transcode::EXPLICIT_BE && f.bits_allocated == 32 {
+                // Big-endian Pixel Data is read as OW: 16-bit words, each swapped to native
+                // order, which leaves the two halves of a 32-bit sample in big-endian order.
+                for w in f.data.chunks_exact_mut(4) {
+                    w.rotate_left(2);
+                }
+            }
+            Ok(f)
         }
     }
 }

@@ -435,24 +435,8 @@ KNOWN_BROKEN = {
         "JPEG 2000 codestream deliberately corrupted (4 bytes replaced by a Sequence Delimiter)",
 }
 
-# Discrepancies found by these tests (see the report); strict, so a fix shows up as XPASS.
-CORPUS_XFAIL = {
-    "JPGExtended.dcm": "406 is right, but the message does not say 12-bit JPEG cannot be "
-                       "decoded: pixels.rs decode_error looks for '12' in the decoder's text",
-    "JPEG-lossy.dcm": "406 is right, but the message does not say 12-bit JPEG cannot be "
-                      "decoded: pixels.rs decode_error looks for '12' in the decoder's text",
-    "SC_jpeg_no_color_transform.dcm": "JPEG baseline with PhotometricInterpretation RGB and no "
-                                      "JFIF/Adobe marker: decoded as YCbCr (PS3.5 8.2.1: RGB means "
-                                      "no colour transform)",
-    "SC_rgb_rle_32bit.dcm": "RLE with 32-bit samples: 406 'Could not decode pixel data'",
-    "SC_rgb_rle_32bit_2frame.dcm": "RLE with 32-bit samples: 406 'Could not decode pixel data'",
-    "rtdose_rle.dcm": "RLE with 32-bit samples: 406 'Could not decode pixel data'",
-    "rtdose_rle_1frame.dcm": "RLE with 32-bit samples: 406 'Could not decode pixel data'",
-    "rtdose_expb.dcm": "Explicit VR Big Endian with 32-bit samples rendered from wrongly "
-                       "byte-swapped values",
-    "rtdose_expb_1frame.dcm": "Explicit VR Big Endian with 32-bit samples rendered from wrongly "
-                              "byte-swapped values",
-}
+# Corpus files expected to fail (strict xfail). Empty: every corpus image renders right.
+CORPUS_XFAIL: dict[str, str] = {}
 
 
 def _external_decode(path: Path, tmp: Path):
@@ -506,6 +490,26 @@ def classify(path: Path):
     return "image", ds, ""
 
 
+def fixed_for_stow(ds):
+    ds = pydicom.dcmread(io.BytesIO(to_bytes_as_is(ds)))
+    n = next(_counter)
+    if "StudyInstanceUID" not in ds:
+        ds.StudyInstanceUID = f"{ROOT}.8{n}"
+    if "SeriesInstanceUID" not in ds:
+        ds.SeriesInstanceUID = f"{ds.StudyInstanceUID}.1"
+    if "PatientID" not in ds:
+        ds.PatientID = "LBX-RENDER-CORPUS"
+    return ds
+
+
+def to_bytes_as_is(ds) -> bytes:
+    ts = ds.file_meta.TransferSyntaxUID
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True, implicit_vr=ts.is_implicit_VR,
+               little_endian=ts.is_little_endian)
+    return buf.getvalue()
+
+
 def _check_reference(server, ds, name: str, ts: str, pixels_from=None):
     """Instance /rendered (representative frame) and the last frame against the reference."""
     strict = ts not in LOSSY and str(ds.PhotometricInterpretation).strip() not in (
@@ -531,6 +535,16 @@ def _corpus_expectation(kind: str) -> int | None:
 
 @pytest.mark.parametrize("path", _corpus_files())
 def test_corpus_reference(corpus_server, path, tmp_path):
+    try:
+        _corpus_case(corpus_server, path, tmp_path)
+    except AssertionError as e:
+        rec = RESULTS.setdefault("pydicom/" + path.name, {})
+        if not rec.get("verdict", "").startswith("FAIL"):
+            rec["verdict"] = "FAIL: " + str(e).splitlines()[0][:90]
+        raise
+
+
+def _corpus_case(corpus_server, path, tmp_path):
     name = "pydicom/" + path.name
     kind, ds, why = classify(path)
     if path.name in KNOWN_BROKEN:
@@ -540,8 +554,24 @@ def test_corpus_reference(corpus_server, path, tmp_path):
         rec["verdict"] = f"SKIP: {why}"
         pytest.skip(why)
     r = stow(corpus_server, [path.read_bytes()])
+    patched = ""
+    if r.status_code != 200 and "PixelData" in ds:
+        # Files refused for their header only (no Study/Series UID, VR encoding not matching the
+        # transfer syntax): rewritten by pydicom, pixel data untouched, and stored again.
+        try:
+            ds = fixed_for_stow(ds)
+            r = stow(corpus_server, [to_bytes_as_is(ds)])
+            patched = " (header rewritten by pydicom for STOW)"
+        except (AttributeError, TypeError, ValueError) as e:
+            rec["verdict"] = f"SKIP: STOW refused it ({r.status_code}); pydicom cannot rewrite it"
+            pytest.skip(f"STOW refused it and pydicom cannot rewrite it: {e}")
     if r.status_code != 200:
-        rec["verdict"] = f"SKIP: STOW refused it ({r.status_code})"
+        why = ""
+        try:
+            why = r.json()["00081198"]["Value"][0]["00000902"]["Value"][0]
+        except Exception:  # noqa: BLE001
+            pass
+        rec["verdict"] = f"SKIP: STOW refused it ({r.status_code} {why})"
         pytest.skip(f"STOW refused it: {r.status_code} {r.text[:200]}")
     url = inst_path(ds) + "/rendered"
     resp = get(corpus_server, url, accept="image/png")
@@ -578,11 +608,9 @@ def test_corpus_reference(corpus_server, path, tmp_path):
     except AssertionError:
         RESULTS[name]["verdict"] = "FAIL"
         raise
-    RESULTS[name]["verdict"] = "OK" + (f" (pixels of {sibling})" if sibling else "")
+    RESULTS[name]["verdict"] = "OK" + (f" (pixels of {sibling})" if sibling else "") + patched
 
 
-@pytest.mark.xfail(strict=True, reason="RLE 32-bit files (rtdose_rle*, SC_rgb_rle_32bit*) are "
-                                      "refused with 406 although they are images")
 def test_corpus_406_set_is_exactly_12bit_jpeg_and_non_images():
     """The files answered 406 are exactly the 12-bit JPEG and the non-image ones."""
     got = {n for n, r in RESULTS.items() if n.startswith("pydicom/") and r.get("status") == 406
@@ -1180,6 +1208,17 @@ def test_annotation_is_ignored_with_warning(srv, wide):
     assert r.status_code == 200, r.text
     assert r.headers.get("Warning", "").startswith("299 "), r.headers.get("Warning")
     assert np.array_equal(decode_image(r), render_png(srv, wide))
+
+
+def test_quality_on_lossless_type_warns_and_iccprofile(srv, wide):
+    r = get(srv, inst_path(wide) + "/rendered", "quality=50", accept="image/png")
+    assert r.status_code == 200
+    assert r.headers.get("Warning", "").startswith("299 "), r.headers.get("Warning")
+    assert np.array_equal(decode_image(r), render_png(srv, wide))
+    for kind in ("rendered", "thumbnail"):
+        assert get(srv, inst_path(wide) + f"/{kind}", "iccprofile=no").status_code == 200
+        r = get(srv, inst_path(wide) + f"/{kind}", "iccprofile=srgb")
+        assert r.status_code == 400 and "iccprofile" in r.text
 
 
 def test_etag_and_if_none_match(srv, wide):
