@@ -170,12 +170,72 @@ async fn respond(
             (vp.vw, vp.vh) = (Some(size), Some(size));
         }
     }
+    // One image of a study or series: its representative instance, remembered per study.
+    let single = t.sop.is_none()
+        && media::negotiate(&ranges, IMAGE_OFFERS).is_ok_and(|c| c.offer.type_param.is_none());
     let (st, who, target) = (state.clone(), principal.clone(), t.clone());
-    let recs = web::block(move || wado::locate(&st, &who, &target)).await??;
+    let recs = if single {
+        web::block(move || representative_of(&st, &who, &target)).await??
+    } else {
+        web::block(move || wado::locate(&st, &who, &target)).await??
+    };
     image_response(
         req, principal, state, ranges, p, kind, base, t, recs, frames,
     )
     .await
+}
+
+/// The representative instance of a study or series (a one-element list, so that
+/// [`image_response`] picks it again), through a small file in the study's derived-data
+/// directory naming it: every change to the study removes that directory, so the file never
+/// outlives what it describes. Blocking.
+fn representative_of(
+    state: &AppState,
+    principal: &Principal,
+    t: &Target,
+) -> Result<Vec<InstanceRecord>> {
+    if !access::can_see_study(state, principal, &t.study)? {
+        return Err(Error::NotFound(format!("study {} not found", t.study)));
+    }
+    let file = state.store.derived_dir(&t.study).join(match &t.series {
+        Some(series) => format!("representative-{series}"),
+        None => "representative-study".to_string(),
+    });
+    if let Ok(sop) = std::fs::read_to_string(&file)
+        && let Ok(sop) = crate::ids::SopInstanceUid::parse(sop.trim())
+        && let Some(rec) = state.store.repo.instance(&sop)?
+        && rec.study == t.study
+        && t.series.as_ref().is_none_or(|s| *s == rec.series)
+    {
+        return Ok(vec![rec]);
+    }
+    let recs = wado::locate(state, principal, t)?;
+    let Some(rec) = representative(&recs).cloned() else {
+        return Ok(recs);
+    };
+    if let Some(dir) = file.parent()
+        && std::fs::create_dir_all(dir).is_ok()
+    {
+        write_atomic(&file, rec.sop.as_str().as_bytes());
+    }
+    Ok(vec![rec])
+}
+
+/// Writes `bytes` to `path` through a temp file and a rename. Derived data is rebuilt on
+/// request, so a failure only means it is not kept.
+fn write_atomic(path: &Path, bytes: &[u8]) -> bool {
+    let Some(dir) = path.parent() else {
+        return false;
+    };
+    let tmp = dir.join(format!(
+        ".tmp-{}",
+        crate::auth::model::Id::random().as_str()
+    ));
+    if std::fs::write(&tmp, bytes).is_err() || std::fs::rename(&tmp, path).is_err() {
+        let _ = std::fs::remove_file(&tmp);
+        return false;
+    }
+    true
 }
 
 /// Video as stored, or an encapsulated PDF, when the client accepts its media type.
@@ -549,15 +609,7 @@ fn thumb_path(
 /// meanwhile (a replace or DELETE removed the derived directory), the file is removed again.
 fn keep_thumbnail(state: &AppState, rec: &InstanceRecord, path: &Path, bytes: &[u8]) {
     let Some(dir) = path.parent() else { return };
-    if std::fs::create_dir_all(dir).is_err() {
-        return;
-    }
-    let tmp = dir.join(format!(
-        ".tmp-{}",
-        crate::auth::model::Id::random().as_str()
-    ));
-    if std::fs::write(&tmp, bytes).is_err() || std::fs::rename(&tmp, path).is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    if std::fs::create_dir_all(dir).is_err() || !write_atomic(path, bytes) {
         return;
     }
     let current = state.store.repo.instance_ref(&rec.sop).ok().flatten();

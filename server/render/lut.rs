@@ -341,11 +341,36 @@ impl Sampler {
 
     #[inline]
     fn value(&self, data: &[u8], i: usize) -> i64 {
-        let v = (self.raw(data, i) >> self.shift) & self.mask;
+        self.convert(self.raw(data, i))
+    }
+
+    /// A raw sample word to its value: masked, shifted, sign-extended.
+    #[inline(always)]
+    fn convert(&self, raw: u64) -> i64 {
+        let v = (raw >> self.shift) & self.mask;
         if self.signed && v & self.sign_bit != 0 {
             v as i64 - (self.mask as i64 + 1)
         } else {
             v as i64
+        }
+    }
+
+    /// Maps every sample of the first `count` through `f`, one pass per sample width (the
+    /// per-pixel loop of rendering: kept free of per-sample dispatch).
+    fn map_all(&self, data: &[u8], count: usize, f: impl Fn(i64) -> u8) -> Vec<u8> {
+        match self.bytes {
+            1 => data[..count]
+                .iter()
+                .map(|&b| f(self.convert(u64::from(b))))
+                .collect(),
+            2 => data[..count * 2]
+                .chunks_exact(2)
+                .map(|c| f(self.convert(u64::from(u16::from_le_bytes([c[0], c[1]])))))
+                .collect(),
+            _ => data[..count * 4]
+                .chunks_exact(4)
+                .map(|c| f(self.convert(u64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]])))))
+                .collect(),
         }
     }
 
@@ -431,11 +456,9 @@ pub fn grayscale(
     let (lo, hi) = s.range();
     let data: Vec<u8> = if hi - lo < 65536 {
         let table: Vec<u8> = (lo..=hi).map(out).collect();
-        (0..count)
-            .map(|i| table[(s.value(&f.data, i) - lo) as usize])
-            .collect()
+        s.map_all(&f.data, count, |v| table[(v - lo) as usize])
     } else {
-        (0..count).map(|i| out(s.value(&f.data, i))).collect()
+        s.map_all(&f.data, count, out)
     };
     Ok(Image8 {
         width: f.cols,
