@@ -452,8 +452,17 @@ async fn image_response(
         if fresh {
             return Ok(resp.finish());
         }
-        let cache = (kind == Kind::Thumbnail && p.quality.is_none())
-            .then(|| thumb_path(&state, &rec, frame, format, &p));
+        // Only the default thumbnail is kept: arbitrary sizes must not fill the disk.
+        let size = Some(state.config.thumbnail_size);
+        let default_thumbnail = kind == Kind::Thumbnail
+            && p.quality.is_none()
+            && p.viewport
+                == Some(Viewport {
+                    vw: size,
+                    vh: size,
+                    ..Viewport::default()
+                });
+        let cache = default_thumbnail.then(|| thumb_path(&state, &rec, frame, format, &p));
         let path = state.store.blobs.path(&rec.blob);
         let job = job(frame);
         let st = state.clone();

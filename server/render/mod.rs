@@ -179,3 +179,34 @@ impl Gate {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[actix_web::test]
+    async fn a_full_render_queue_answers_busy_with_retry_after() {
+        let gate = Arc::new(Gate::new(1, 1));
+        // A holds the only permit; B waits behind it; C finds the queue full.
+        let a = actix_web::rt::spawn({
+            let g = gate.clone();
+            async move { g.run(|| std::thread::sleep(Duration::from_millis(300))).await }
+        });
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        let b = actix_web::rt::spawn({
+            let g = gate.clone();
+            async move { g.run(|| 2).await }
+        });
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        match gate.run(|| 3).await {
+            Err(Error::Busy { retry_after, .. }) => assert!(retry_after >= 1),
+            other => panic!("expected Busy, got {other:?}"),
+        }
+        assert!(a.await.unwrap().is_ok());
+        assert_eq!(b.await.unwrap().unwrap(), 2);
+        // The queue drained: work is accepted again.
+        assert_eq!(gate.run(|| 4).await.unwrap(), 4);
+    }
+}
