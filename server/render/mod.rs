@@ -192,7 +192,10 @@ mod tests {
         // A holds the only permit; B waits behind it; C finds the queue full.
         let a = actix_web::rt::spawn({
             let g = gate.clone();
-            async move { g.run(|| std::thread::sleep(Duration::from_millis(300))).await }
+            async move {
+                g.run(|| std::thread::sleep(Duration::from_millis(300)))
+                    .await
+            }
         });
         actix_web::rt::time::sleep(Duration::from_millis(50)).await;
         let b = actix_web::rt::spawn({
