@@ -267,11 +267,17 @@ async fn stored_media(
             })
             .collect();
         wado::audit_retrieve(state, principal, "rendered", std::slice::from_ref(&rec));
-        let bytes = web::block(move || bulk::read_fragments(&path, &fragments)).await??;
+        let length: u64 = fragments.iter().map(|f| f.length).sum();
+        // Streamed from the file in chunks: a video may be gigabytes.
+        let part = Part {
+            headers: String::new(),
+            body: PartBody::Ranges(path, fragments),
+        };
         return Ok(HttpResponse::Ok()
             .content_type(mt)
+            .no_chunking(length)
             .insert_header((header::CACHE_CONTROL, "private, max-age=300"))
-            .body(bytes));
+            .streaming(wado::stream_parts(vec![part], None)));
     }
     let offers = [Offer::new("application/pdf")];
     media::negotiate(ranges, &offers).map_err(|_| {

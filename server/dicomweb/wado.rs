@@ -284,6 +284,8 @@ pub enum PartBody {
     File(PathBuf),
     /// A file converted to another transfer syntax when its turn comes.
     Convert(PathBuf, String),
+    /// Byte ranges of a file, concatenated, read in chunks (e.g. a video stream's fragments).
+    Ranges(PathBuf, Vec<crate::dicom::walk::Fragment>),
     /// Bytes produced by a blocking closure when the part's turn comes.
     Lazy(Box<dyn FnOnce() -> std::result::Result<Vec<u8>, String> + Send>),
     Ready(Bytes),
@@ -332,6 +334,31 @@ pub fn stream_parts(
                         return;
                     }
                 },
+                PartBody::Ranges(path, ranges) => {
+                    use std::os::unix::fs::FileExt;
+                    let Ok(f) = std::fs::File::open(&path) else {
+                        tracing::error!(file = %path.display(), "instance file vanished mid-response");
+                        let _ = send(Err(Error::internal("file vanished")));
+                        return;
+                    };
+                    for r in ranges {
+                        let mut at = 0u64;
+                        while at < r.length {
+                            let n = (r.length - at).min(CHUNK as u64) as usize;
+                            let mut buf = vec![0u8; n];
+                            if let Err(e) = f.read_exact_at(&mut buf, r.offset + at) {
+                                tracing::error!(file = %path.display(), error = %e, "read failed mid-response");
+                                let _ = send(Err(Error::internal(e)));
+                                return;
+                            }
+                            if !send(Ok(Bytes::from(buf))) {
+                                return;
+                            }
+                            at += n as u64;
+                        }
+                    }
+                    true
+                }
                 PartBody::Convert(path, ts) => match transcode::convert(&path, &ts) {
                     Ok(v) => send(Ok(Bytes::from(v))),
                     Err(e) => {
