@@ -2,7 +2,8 @@
 # The whole test suite, installing what the tests need on a Debian machine.
 # Usage: scripts/test.sh        (as root, or as a user with sudo for the apt step)
 # Steps: Debian packages (dcmtk, gdcm tools, python3-venv) -> Rust toolchain if missing ->
-# Python test deps (venv) -> fmt + clippy -> cargo test -> Python interoperability tests.
+# Python test deps (venv) -> fmt + clippy -> cargo test -> Python interoperability tests ->
+# browser end-to-end tests of the portal (Playwright driving Debian's Chromium; no browser download).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,7 +20,7 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
 }
 
-apt_install dcmtk libgdcm-tools python3 python3-venv python3-pip curl ca-certificates build-essential cmake
+apt_install dcmtk libgdcm-tools python3 python3-venv python3-pip curl ca-certificates build-essential cmake chromium
 
 if ! command -v cargo >/dev/null 2>&1; then
   if [ -x "$HOME/.cargo/bin/cargo" ]; then
@@ -49,3 +50,9 @@ cargo test --locked --all-targets
 say "Python interoperability tests (dicomweb-client, pydicom corpus)"
 cargo build --locked --bin lightbox
 LIGHTBOX_BIN="$PWD/target/debug/lightbox" $PY -m pytest -q tests/python
+
+say "Browser end-to-end tests of the portal (Playwright + Debian's Chromium, headless)"
+# Playwright drives the system Chromium (apt package above): never `playwright install`.
+$PY -m pip install -q --disable-pip-version-check -r tests/e2e/requirements.txt
+LIGHTBOX_BIN="$PWD/target/debug/lightbox" $PY -m pytest -q tests/e2e
+echo "screenshots: target/e2e-artifacts/"

@@ -15,6 +15,7 @@ pub mod health;
 pub mod http;
 pub mod ids;
 pub mod import;
+pub mod portal;
 pub mod render;
 pub mod search;
 pub mod state;
@@ -99,6 +100,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
                 .wrap(cors(&config))
                 .configure(dicomweb::routes),
         )
+        // The patient portal: static, embedded; it calls /api and /dicom-web.
+        .configure(portal::routes)
         // WADO-URI (PS3.18 9) lives at the root, under the same guard as DICOMweb.
         .service(
             web::scope("/wado")
