@@ -2,10 +2,12 @@
 // (same origin). No token is ever kept in localStorage or sessionStorage.
 
 export class ApiError extends Error {
-  constructor(status, code, message) {
+  constructor(status, code, message, retryAfter) {
     super(message);
     this.status = status;
     this.code = code;
+    /** Seconds to wait (from Retry-After on 429/503), or undefined. */
+    this.retryAfter = retryAfter;
   }
 }
 
@@ -27,7 +29,9 @@ async function request(method, url, body, accept = 'application/json') {
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch { data = null; }
   if (!r.ok) {
-    throw new ApiError(r.status, data?.code ?? 'error', data?.message ?? `${r.status} ${r.statusText}`);
+    const wait = Number.parseInt(r.headers.get('Retry-After') ?? '', 10);
+    throw new ApiError(r.status, data?.code ?? 'error', data?.message ?? `${r.status} ${r.statusText}`,
+      Number.isFinite(wait) ? wait : undefined);
   }
   return data;
 }

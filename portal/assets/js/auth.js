@@ -7,7 +7,11 @@ import { afterSignIn, go } from './app.js';
 
 function explain(e) {
   if (!(e instanceof ApiError)) return e.message || String(e);
-  if (e.status === 429) return `Too many attempts. ${e.message}`;
+  if (e.status === 429) {
+    const wait = e.retryAfter ?? 0;
+    const when = wait >= 90 ? `${Math.ceil(wait / 60)} minutes` : `${Math.max(wait, 1)} second${wait === 1 ? '' : 's'}`;
+    return `Too many attempts: wait ${when} and try again.`;
+  }
   if (e.status === 401) return 'Wrong email or password.';
   return e.message;
 }
