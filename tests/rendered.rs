@@ -98,6 +98,43 @@ fn patients_see_renderings_of_their_studies_only() {
     for u in urls(&s) {
         assert_eq!(get(&patient, &u).0, 200, "after the claim: {u}");
     }
+    // Viewing writes one audit record per image; the access history groups a run of them.
+    let inst = format!(
+        "{}/studies/{CT}/series/{CT_SERIES}/instances/{CT_IMPLICIT}/rendered",
+        s.dicomweb()
+    );
+    for _ in 0..5 {
+        assert_eq!(get(&patient, &inst).0, 200);
+    }
+    let history = || {
+        send(patient.get(format!("{}/api/studies/{CT}/access-history", s.url)))
+            .array()
+            .clone()
+    };
+    assert!(
+        eventually(std::time::Duration::from_secs(5), || {
+            history().iter().any(|r| {
+                r["action"] == "rendered"
+                    && r["accessor"]["who"] == "you"
+                    && r["count"].as_u64().is_some_and(|c| c >= 9)
+            })
+        }),
+        "one grouped row for the renderings: {:?}",
+        history()
+    );
+    let rows = history();
+    // 4 renderings while checking every URL, then 5: one row, interleaved thumbnails or not.
+    let rendered: Vec<_> = rows
+        .iter()
+        .filter(|r| r["action"] == "rendered" && r["accessor"]["who"] == "you")
+        .collect();
+    assert_eq!(rendered.len(), 1, "{rows:?}");
+    assert_eq!(rendered[0]["count"], 9, "{rows:?}");
+    assert!(rendered[0]["first_ms"].as_u64() <= rendered[0]["time_ms"].as_u64());
+    assert!(
+        rows.iter().any(|r| r["accessor"]["who"] != "you"),
+        "the hospital's delivery is still in the history: {rows:?}"
+    );
 }
 
 #[test]

@@ -69,9 +69,17 @@ pub async fn my_studies(principal: Principal, state: web::Data<AppState>) -> Res
     Ok(HttpResponse::Ok().json(list))
 }
 
+/// Audit records of a study read for its access history (newest first).
+const HISTORY_SCAN: usize = 20_000;
+/// Rows of the access history at most.
+const HISTORY_ROWS: usize = 500;
+/// Repeated accesses closer than this (to the newest of the run) become one row.
+const GROUP_WINDOW_MS: u64 = 3_600_000;
+
 /// `GET /api/studies/{study}/access-history`: who accessed a study the caller may see, as the
 /// role and organisation of each accessor (never staff emails or addresses). 404 for a study
-/// the caller may not see, exactly as for one that does not exist.
+/// the caller may not see, exactly as for one that does not exist. Repeated accesses are grouped: `count`
+/// records from `first_ms` to `time_ms`.
 pub async fn access_history(
     principal: Principal,
     state: web::Data<AppState>,
@@ -96,13 +104,39 @@ pub async fn access_history(
             study: Some(s2.to_string()),
             ..Default::default()
         };
+        // A viewer writes one record per image: repeated accesses by the same account, with
+        // the same action and outcome, within an hour, are one row with a count, so that a few
+        // viewing sessions do not push the delivery and the claim out of the history.
         let records = st
             .audit_log
-            .query(&filter, 500)
+            .query(&filter, HISTORY_SCAN)
             .map_err(|e| Error::store(e.to_string()))?;
-        let mut rows = Vec::with_capacity(records.len());
+        let mut rows: Vec<serde_json::Value> = Vec::new();
+        let mut open: std::collections::HashMap<(Option<String>, String, String, String), usize> =
+            std::collections::HashMap::new();
         for r in records {
             let e = r.event;
+            let key = (
+                e.user_id.clone(),
+                e.event.to_string(),
+                e.action.clone(),
+                format!("{:?}", e.outcome),
+            );
+            if let Some(&i) = open.get(&key)
+                && rows[i]["time_ms"]
+                    .as_u64()
+                    .unwrap_or(0)
+                    .saturating_sub(e.time_ms)
+                    < GROUP_WINDOW_MS
+            {
+                rows[i]["count"] = json!(rows[i]["count"].as_u64().unwrap_or(1) + 1);
+                rows[i]["first_ms"] = json!(e.time_ms);
+                continue;
+            }
+            if rows.len() == HISTORY_ROWS {
+                break;
+            }
+            open.insert(key, rows.len());
             let accessor = match e.user_id.as_deref().and_then(crate::auth::Id::parse) {
                 Some(id) if id == me => json!({"who": "you"}),
                 Some(id) => match st.accounts.user(&id)? {
@@ -116,6 +150,8 @@ pub async fn access_history(
             };
             rows.push(json!({
                 "time_ms": e.time_ms,
+                "first_ms": e.time_ms,
+                "count": 1,
                 "event": e.event,
                 "action": e.action,
                 "outcome": e.outcome,

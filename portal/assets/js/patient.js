@@ -293,7 +293,10 @@ async function loadHistory(uid, host, button) {
     if (!days.has(day)) days.set(day, new Map());
     const groups = days.get(day);
     const g = groups.get(key);
-    if (g) { g.count += 1; g.first = r.time_ms; } else groups.set(key, { by, what, outcome: r.outcome, count: 1, first: r.time_ms, last: r.time_ms });
+    // The server already groups runs of the same access: `count` records from `first_ms`.
+    const n = r.count ?? 1;
+    const first = r.first_ms ?? r.time_ms;
+    if (g) { g.count += n; g.first = Math.min(g.first, first); } else groups.set(key, { by, what, outcome: r.outcome, count: n, first, last: r.time_ms });
   }
   const clock = (ms) => new Date(ms).toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit' });
   const outcome = { refused: 'refused', failure: 'failed' };
