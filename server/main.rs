@@ -157,20 +157,21 @@ fn serve(config: config::Config) -> Result<(), String> {
             use lightbox::auth::bootstrap::Bootstrap;
             use std::io::Write;
             println!("Lightbox listening on http://{addr}");
+            println!("  portal:    http://{addr}/");
             println!("  DICOMweb:  http://{addr}/dicom-web");
             println!("  API:       http://{addr}/api");
             println!("  health:    http://{addr}/healthz");
             println!("  data:      {}", data.display());
             match boot {
                 Bootstrap::Generated { email, password_file } => println!(
-                    "  sign in:   {email} with the password in {} (you must change it at first sign-in)",
+                    "  sign in:   at http://{addr}/ as {email} with the password in {} (you must change it at first sign-in)",
                     password_file.display()
                 ),
                 Bootstrap::FromEnvironment { email } => {
                     println!("  sign in:   {email} with the password from LIGHTBOX_ADMIN_PASSWORD")
                 }
                 Bootstrap::Existing => {
-                    println!("  sign in:   with an existing account (POST /api/auth/login)")
+                    println!("  sign in:   with an existing account at http://{addr}/")
                 }
             }
             let _ = std::io::stdout().flush();
