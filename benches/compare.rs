@@ -14,8 +14,8 @@
 //! prints how to run it: it never starts Orthanc under `cargo test`. See benches/README.md.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Read;
+use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -26,7 +26,7 @@ use serde_json::{Value as Json, json};
 
 mod common;
 use common::CtSpec;
-use common::server::{Res, ServerGuard};
+use common::server::{Res, ServerGuard, dd_rate, proc_status_kib, static_server};
 
 const PATIENTS: [(&str, &str, &str); 2] = [
     ("BENCH^ALICE", "BENCH-A", "F"),
@@ -1132,14 +1132,6 @@ fn record(ph: &mut Phase, name: &str, ms: Result<Vec<f64>, String>) {
 // Machine and ceilings
 // ---------------------------------------------------------------------------------------------
 
-fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-}
-
 fn load1() -> Option<f64> {
     std::fs::read_to_string("/proc/loadavg")
         .ok()?
@@ -1177,90 +1169,6 @@ fn machine() -> Json {
         "cpu_model": model, "cpus": cpus, "ram_gib": mem_kib as f64 / 1024.0 / 1024.0,
         "kernel": kernel, "load_average_1min_at_start": load1(),
     })
-}
-
-/// `dd if=/dev/zero of=<dir>/dd.tmp bs=1M count=1024 conv=fdatasync`: MB/s.
-fn dd_rate(dir: &Path) -> Res<f64> {
-    let target = dir.join("dd.tmp");
-    let out = Command::new("dd")
-        .arg("if=/dev/zero")
-        .arg(format!("of={}", target.display()))
-        .args(["bs=1M", &format!("count={DD_MIB}"), "conv=fdatasync"])
-        .env("LC_ALL", "C")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run dd: {e}"));
-    let _ = std::fs::remove_file(&target);
-    let out = out?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if !out.status.success() {
-        return Err(format!("dd failed ({}): {}", out.status, stderr.trim()));
-    }
-    // GNU dd: "1073741824 bytes (1.1 GB, 1.0 GiB) copied, 2.31 s, 465 MB/s".
-    let line = stderr
-        .lines()
-        .find(|l| l.contains(" bytes") && l.contains("copied"))
-        .ok_or_else(|| format!("cannot read dd's output: {}", stderr.trim()))?;
-    let bytes: f64 = line
-        .split_whitespace()
-        .next()
-        .and_then(|b| b.parse().ok())
-        .ok_or("dd: no byte count")?;
-    let secs: f64 = line
-        .split("copied,")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .filter(|s: &f64| *s > 0.0)
-        .ok_or("dd: no time")?;
-    Ok(bytes / 1e6 / secs)
-}
-
-/// Serves `len` bytes to every GET on a loopback port (keep-alive, Content-Length), from
-/// detached threads that end with the process. Returns its URL.
-fn static_server(len: u64) -> Res<String> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
-    let addr = l.local_addr().map_err(|e| format!("bind: {e}"))?;
-    std::thread::spawn(move || {
-        for s in l.incoming().map_while(Result::ok) {
-            std::thread::spawn(move || serve_static(s, len));
-        }
-    });
-    Ok(format!("http://{addr}/static"))
-}
-
-fn serve_static(s: TcpStream, len: u64) {
-    let chunk = vec![0x5a_u8; 256 * 1024];
-    let Ok(read_half) = s.try_clone() else {
-        return;
-    };
-    let _ = s.set_nodelay(true);
-    let mut reader = BufReader::new(read_half);
-    let mut w = s;
-    let mut line = String::new();
-    loop {
-        loop {
-            line.clear();
-            match reader.read_line(&mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) if line.trim_end().is_empty() => break,
-                Ok(_) => {}
-            }
-        }
-        let head = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {len}\r\n\r\n"
-        );
-        if w.write_all(head.as_bytes()).is_err() {
-            return;
-        }
-        let mut left = len;
-        while left > 0 {
-            let n = left.min(chunk.len() as u64) as usize;
-            if w.write_all(&chunk[..n]).is_err() {
-                return;
-            }
-            left -= n as u64;
-        }
-    }
 }
 
 fn command_line(cmd: &str, args: &[&str]) -> Option<String> {
@@ -1317,9 +1225,12 @@ fn run_in(k: &Knobs, bin: &Path, orthanc: &OrthancSetup, dir: &Path) -> Res<()> 
         "compare: dd {DD_MIB} MiB conv=fdatasync in {}",
         dir.display()
     );
-    let dd = dd_rate(dir).map_err(|e| println!("compare: dd: {e}")).ok();
+    let dd = dd_rate(dir, DD_MIB)
+        .map(|(_, _, mbs)| mbs)
+        .map_err(|e| println!("compare: dd: {e}"))
+        .ok();
     let biggest = c.studies.iter().map(|s| s.bytes).max().unwrap_or(0);
-    let static_url = static_server(biggest)?;
+    let static_url = static_server(biggest, 256 * 1024)?;
 
     let mut phases: Vec<[Phase; 2]> = Vec::new();
     let mut loopback = Vec::new();

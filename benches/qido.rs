@@ -11,9 +11,8 @@
 //! (300 studies, 20 samples, no JSON) when the release binary exists, and otherwise exits 0.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -24,6 +23,10 @@ use lightbox::ids::{SeriesUid, SopClassUid, SopInstanceUid, StudyUid};
 use lightbox::store::blob::BlobKey;
 use lightbox::store::records::InstanceRecord;
 use lightbox::store::{NewInstance, Store};
+
+#[path = "common/server.rs"]
+mod server;
+use server::{ServerGuard, proc_status_kib};
 
 type Res<T> = Result<T, String>;
 
@@ -43,9 +46,6 @@ const TARGETS: &str = "study searches p50 <= 1 ms at 10,000 studies and within 2
                        at 100,000; 100-instance listing <= 5 ms";
 const REFERENCE: &str = "Orthanc 1.10.1 + DICOMweb 1.7 on a 10-study archive: 6-11 ms study \
                          searches, 101 ms for a 100-instance series";
-
-const BENCH_ADMIN_EMAIL: &str = "bench-admin@lightbox.local";
-const BENCH_ADMIN_PASSWORD: &str = "Bench-Quartz-Meadow-71";
 
 fn main() -> ExitCode {
     let full = std::env::args().any(|a| a == "--bench");
@@ -902,15 +902,15 @@ fn run_size(bin: &Path, base: &Path, n: usize, k: &Knobs) -> Res<()> {
 
     // 2. Server: the first start creates the bootstrap admin (an argon2 hash); the second is a
     // plain restart. Both build the search catalog from the index.
-    let (mut first, first_start) = ServerGuard::start(bin, &data)?;
+    let mut first = ServerGuard::start(bin, &data)?;
+    let first_start = first.startup;
     println!(
         "server first start  {:.3} s to the listening line (includes creating the bootstrap admin)",
         first_start.as_secs_f64()
     );
-    // One request first: the server installs its SIGTERM handler only after printing the
-    // listening line, and a SIGTERM before that kills it without the clean stop (the restart
-    // would then run recovery and drop every entry, since no instance file exists).
-    sign_in(&first.url)?;
+    // `start` has already signed in: the server installs its SIGTERM handler only after printing
+    // the listening line, and a SIGTERM before that would kill it without the clean stop (the
+    // restart would then run recovery and drop every entry, since no instance file exists).
     first.stop();
     if first.exit_code != Some(0) {
         return Err(format!(
@@ -919,7 +919,8 @@ fn run_size(bin: &Path, base: &Path, n: usize, k: &Knobs) -> Res<()> {
         ));
     }
     drop(first);
-    let (mut server, startup) = ServerGuard::start(bin, &data)?;
+    let mut server = ServerGuard::start(bin, &data)?;
+    let startup = server.startup;
     println!(
         "server restart      {:.3} s to the listening line (pid {}, {})",
         startup.as_secs_f64(),
@@ -927,7 +928,7 @@ fn run_size(bin: &Path, base: &Path, n: usize, k: &Knobs) -> Res<()> {
         server.url
     );
     let rss_after_start = proc_status_kib(server.pid(), "VmRSS:");
-    let token = sign_in(&server.url)?;
+    let token = server.token.clone();
     let http = reqwest::blocking::Client::builder()
         .pool_max_idle_per_host(1)
         .tcp_nodelay(true)
@@ -1040,135 +1041,3 @@ fn run_size(bin: &Path, base: &Path, n: usize, k: &Knobs) -> Res<()> {
 // ---------------------------------------------------------------------------------------------
 // Server process
 // ---------------------------------------------------------------------------------------------
-
-/// A value in kB from `/proc/<pid>/status` (`VmHWM:`, `VmRSS:`).
-fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-}
-
-/// Sign in as the bench admin; returns the bearer token.
-fn sign_in(url: &str) -> Res<String> {
-    let r = reqwest::blocking::Client::new()
-        .post(format!("{url}/api/auth/login"))
-        .json(&json!({"email": BENCH_ADMIN_EMAIL, "password": BENCH_ADMIN_PASSWORD}))
-        .send()
-        .map_err(|e| format!("sign-in: {e}"))?;
-    let j: Json = r.json().map_err(|e| format!("sign-in: {e}"))?;
-    j["token"]
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| format!("sign-in refused: {j}"))
-}
-
-/// The running server; SIGTERM then SIGKILL on drop, whatever happened.
-struct ServerGuard {
-    child: Option<Child>,
-    url: String,
-    exit_code: Option<i32>,
-}
-
-impl ServerGuard {
-    /// Starts the server; returns it with the time from spawn to its listening line.
-    fn start(bin: &Path, data: &Path) -> Res<(Self, Duration)> {
-        let t = Instant::now();
-        let mut child = Command::new(bin)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(data)
-            .env_remove("LIGHTBOX_CONFIG")
-            .env("LIGHTBOX_ADMIN_EMAIL", BENCH_ADMIN_EMAIL)
-            .env("LIGHTBOX_ADMIN_PASSWORD", BENCH_ADMIN_PASSWORD)
-            // As deployed: no backtrace capture on every internal error value.
-            .env_remove("RUST_BACKTRACE")
-            .env(
-                "LIGHTBOX_LOG",
-                std::env::var("LIGHTBOX_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
-        let stdout = child.stdout.take().ok_or("no stdout pipe")?;
-        let mut guard = ServerGuard {
-            child: Some(child),
-            url: String::new(),
-            exit_code: None,
-        };
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            // Keep draining stdout so the server never blocks on a full pipe.
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if !sent && let Some(rest) = line.strip_prefix("Lightbox listening on ") {
-                    let _ = tx.send((rest.trim().to_owned(), Instant::now()));
-                    sent = true;
-                }
-            }
-        });
-        // Start-up reads the whole index into the search catalog: allow for large archives.
-        let deadline = Instant::now() + Duration::from_secs(600);
-        loop {
-            match rx.recv_timeout(Duration::from_millis(20)) {
-                Ok((url, at)) if url.starts_with("http://127.0.0.1:") => {
-                    guard.url = url;
-                    return Ok((guard, at.duration_since(t)));
-                }
-                Ok((other, _)) => return Err(format!("unexpected listen address {other:?}")),
-                Err(_) => {
-                    if let Some(c) = guard.child.as_mut()
-                        && let Ok(Some(status)) = c.try_wait()
-                    {
-                        guard.child = None;
-                        return Err(format!("the server exited before listening ({status})"));
-                    }
-                    if Instant::now() > deadline {
-                        return Err("the server did not print its address within 600 s".into());
-                    }
-                }
-            }
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().map(Child::id).unwrap_or(0)
-    }
-
-    /// SIGTERM, wait up to 30 s, then SIGKILL.
-    fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        // SAFETY: plain kill(2) on the PID of a child we spawned and have not reaped yet.
-        unsafe {
-            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match child.try_wait() {
-                Ok(Some(status)) => {
-                    self.exit_code = status.code();
-                    return;
-                }
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                _ => {
-                    eprintln!("qido: the server did not stop within 30 s of SIGTERM: killing it");
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return;
-                }
-            }
-        }
-    }
-}
-
-impl Drop for ServerGuard {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}

@@ -9,9 +9,9 @@
 //! (20 instances, no dd, no JSON) when the release binary exists, and otherwise exits 0.
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,7 @@ use serde_json::json;
 
 mod common;
 use common::CtSpec;
+use common::server::{ServerGuard, dd_rate, proc_cpu, proc_io};
 
 const PATIENTS: usize = 2;
 const STUDIES_PER_PATIENT: usize = 3;
@@ -143,7 +144,7 @@ fn run(full: bool) -> Res<bool> {
     // The disk's durable write rate on an idle disk, just before the load (a virtual disk's
     // write cache makes this the optimistic figure; the one after the load is the sustained one).
     let dd_before = if full {
-        dd_rate(bench_dir.path()).ok()
+        dd_rate(bench_dir.path(), DD_MIB).ok()
     } else {
         None
     };
@@ -170,7 +171,7 @@ fn run(full: bool) -> Res<bool> {
     }
     let wall = start.elapsed().as_secs_f64();
     let cpu_after = proc_cpu(server.pid());
-    let io = proc_io_write_bytes(server.pid());
+    let io = proc_io(server.pid(), "write_bytes:");
     server.stop();
     if let Some(code) = server.exit_code
         && code != 0
@@ -228,7 +229,7 @@ fn run(full: bool) -> Res<bool> {
     }
 
     let dd = if full {
-        match dd_rate(bench_dir.path()) {
+        match dd_rate(bench_dir.path(), DD_MIB) {
             Ok(dd) => Some(dd),
             Err(e) => {
                 println!("  dd               unavailable: {e}");
@@ -437,190 +438,4 @@ fn instance(run_id: u64, n: usize) -> Vec<u8> {
         // Spread the per-slice seeds over the LCG's state space.
         seed: (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
     })
-}
-
-/// The running server; SIGTERM then SIGKILL on drop, whatever happened.
-struct ServerGuard {
-    child: Option<Child>,
-    url: String,
-    /// Bearer token of the bootstrap admin (STOW needs authentication, as deployed).
-    token: String,
-    exit_code: Option<i32>,
-}
-
-const BENCH_ADMIN_EMAIL: &str = "bench-admin@lightbox.local";
-const BENCH_ADMIN_PASSWORD: &str = "Bench-Quartz-Meadow-71";
-
-/// Sign in as the bench admin; returns the bearer token.
-fn sign_in(url: &str) -> Res<String> {
-    let r = reqwest::blocking::Client::new()
-        .post(format!("{url}/api/auth/login"))
-        .json(&json!({"email": BENCH_ADMIN_EMAIL, "password": BENCH_ADMIN_PASSWORD}))
-        .send()
-        .map_err(|e| format!("sign-in: {e}"))?;
-    let j: serde_json::Value = r.json().map_err(|e| format!("sign-in: {e}"))?;
-    j["token"]
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| format!("sign-in refused: {j}"))
-}
-
-impl ServerGuard {
-    fn start(bin: &Path, data: &Path) -> Res<Self> {
-        let mut child = Command::new(bin)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(data)
-            .env_remove("LIGHTBOX_CONFIG")
-            .env("LIGHTBOX_ADMIN_EMAIL", BENCH_ADMIN_EMAIL)
-            .env("LIGHTBOX_ADMIN_PASSWORD", BENCH_ADMIN_PASSWORD)
-            // As deployed: no backtrace capture on every internal error value.
-            .env_remove("RUST_BACKTRACE")
-            .env(
-                "LIGHTBOX_LOG",
-                std::env::var("LIGHTBOX_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
-        let stdout = child.stdout.take().ok_or("no stdout pipe")?;
-        let mut guard = ServerGuard {
-            child: Some(child),
-            url: String::new(),
-            token: String::new(),
-            exit_code: None,
-        };
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            // Keep draining stdout so the server never blocks on a full pipe.
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if !sent && let Some(rest) = line.strip_prefix("Lightbox listening on ") {
-                    let _ = tx.send(rest.trim().to_owned());
-                    sent = true;
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(url) if url.starts_with("http://127.0.0.1:") => {
-                    guard.token = sign_in(&url)?;
-                    guard.url = url;
-                    return Ok(guard);
-                }
-                Ok(other) => return Err(format!("unexpected listen address {other:?}")),
-                Err(_) => {
-                    if let Some(c) = guard.child.as_mut()
-                        && let Ok(Some(status)) = c.try_wait()
-                    {
-                        guard.child = None;
-                        return Err(format!("the server exited before listening ({status})"));
-                    }
-                    if Instant::now() > deadline {
-                        return Err("the server did not print its address within 60 s".into());
-                    }
-                }
-            }
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().map(Child::id).unwrap_or(0)
-    }
-
-    /// SIGTERM, wait up to 30 s, then SIGKILL.
-    fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        // SAFETY: plain kill(2) on the PID of a child we spawned and have not reaped yet.
-        unsafe {
-            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match child.try_wait() {
-                Ok(Some(status)) => {
-                    self.exit_code = status.code();
-                    return;
-                }
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(50))
-                }
-                _ => {
-                    eprintln!(
-                        "stow_load: the server did not stop within 30 s of SIGTERM: killing it"
-                    );
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return;
-                }
-            }
-        }
-    }
-}
-
-impl Drop for ServerGuard {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// (user, system) CPU seconds of a process so far.
-fn proc_cpu(pid: u32) -> Option<(f64, f64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    if tick <= 0.0 {
-        return None;
-    }
-    let utime: f64 = f.get(11)?.parse().ok()?;
-    let stime: f64 = f.get(12)?.parse().ok()?;
-    Some((utime / tick, stime / tick))
-}
-
-/// Bytes the process caused to be sent to the block layer.
-fn proc_io_write_bytes(pid: u32) -> Option<u64> {
-    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
-    io.lines()
-        .find_map(|l| l.strip_prefix("write_bytes:"))
-        .and_then(|v| v.trim().parse().ok())
-}
-
-/// `dd if=/dev/zero of=<dir>/dd.tmp bs=1M count=1024 conv=fdatasync`: (bytes, seconds, MB/s).
-fn dd_rate(dir: &Path) -> Res<(u64, f64, f64)> {
-    let target = dir.join("dd.tmp");
-    let out = Command::new("dd")
-        .arg("if=/dev/zero")
-        .arg(format!("of={}", target.display()))
-        .args(["bs=1M", &format!("count={DD_MIB}"), "conv=fdatasync"])
-        .env("LC_ALL", "C")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run dd: {e}"));
-    let _ = std::fs::remove_file(&target);
-    let out = out?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if !out.status.success() {
-        return Err(format!("dd failed ({}): {}", out.status, stderr.trim()));
-    }
-    parse_dd(&stderr).ok_or_else(|| format!("cannot read dd's output: {}", stderr.trim()))
-}
-
-/// GNU dd: "1073741824 bytes (1.1 GB, 1.0 GiB) copied, 2.31 s, 465 MB/s".
-fn parse_dd(stderr: &str) -> Option<(u64, f64, f64)> {
-    let line = stderr
-        .lines()
-        .find(|l| l.contains(" bytes") && l.contains("copied"))?;
-    let bytes: u64 = line.split_whitespace().next()?.parse().ok()?;
-    let after = line.split("copied,").nth(1)?;
-    let secs: f64 = after.split_whitespace().next()?.parse().ok()?;
-    if secs <= 0.0 {
-        return None;
-    }
-    Some((bytes, secs, bytes as f64 / 1e6 / secs))
 }

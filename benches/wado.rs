@@ -12,10 +12,9 @@
 //! (a few dozen instances, 20 samples, no JSON) when the release binary exists, and otherwise
 //! exits 0.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,6 +23,7 @@ use serde_json::{Value as Json, json};
 
 mod common;
 use common::CtSpec;
+use common::server::{ServerGuard, proc_cpu, proc_io, proc_status_kib, static_server};
 
 type Res<T> = Result<T, String>;
 
@@ -48,9 +48,6 @@ const ORTHANC: &str = "Orthanc 1.10.1 + DICOMweb 1.7";
 const REF_RETRIEVE: &str = "0.46–0.57 GB/s";
 const REF_META_100: &str = "101 ms";
 const REF_FRAME: &str = "3.7 ms";
-
-const BENCH_ADMIN_EMAIL: &str = "bench-admin@lightbox.local";
-const BENCH_ADMIN_PASSWORD: &str = "Bench-Quartz-Meadow-71";
 
 fn main() -> ExitCode {
     let full = std::env::args().any(|a| a == "--bench");
@@ -482,7 +479,7 @@ fn throughput(
     let mut server_rss_kib: Vec<u64> = rss().into_iter().collect();
     let me = std::process::id();
     let (s0, c0) = (server_pid.and_then(proc_cpu), proc_cpu(me));
-    let r0 = server_pid.and_then(proc_read_bytes);
+    let r0 = server_pid.and_then(|p| proc_io(p, "read_bytes:"));
     let start = Instant::now();
     let mut secs = Vec::with_capacity(runs);
     for _ in 0..runs {
@@ -499,7 +496,7 @@ fn throughput(
     }
     let wall = start.elapsed().as_secs_f64();
     let (s1, c1) = (server_pid.and_then(proc_cpu), proc_cpu(me));
-    let r1 = server_pid.and_then(proc_read_bytes);
+    let r1 = server_pid.and_then(|p| proc_io(p, "read_bytes:"));
     let diff = |a: Option<(f64, f64)>, b: Option<(f64, f64)>| match (a, b) {
         (Some(a), Some(b)) => Some((b.0 - a.0, b.1 - a.1)),
         _ => None,
@@ -868,7 +865,7 @@ fn run(full: bool) -> Res<()> {
     };
 
     // 5. Loopback ceiling: the same client reading a static body of the same size.
-    let ceiling = match static_server(any.bytes) {
+    let ceiling = match static_server(any.bytes, STATIC_CHUNK) {
         Ok(static_url) => Some(throughput(
             &http,
             "loopback ceiling (static body)",
@@ -1161,211 +1158,6 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 // Loopback ceiling: a minimal HTTP/1.1 server for one static body
 // ---------------------------------------------------------------------------------------------
 
-/// Serves `len` bytes to every GET on a loopback port (keep-alive, Content-Length), from
-/// detached threads that end with the process. Returns its URL.
-fn static_server(len: u64) -> Res<String> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
-    let addr = l.local_addr().map_err(|e| format!("bind: {e}"))?;
-    std::thread::spawn(move || {
-        for s in l.incoming().map_while(Result::ok) {
-            std::thread::spawn(move || serve_static(s, len));
-        }
-    });
-    Ok(format!("http://{addr}/static"))
-}
-
-fn serve_static(s: TcpStream, len: u64) {
-    let chunk = vec![0x5a_u8; STATIC_CHUNK];
-    let Ok(read_half) = s.try_clone() else {
-        return;
-    };
-    let mut reader = BufReader::new(read_half);
-    let mut w = s;
-    let mut line = String::new();
-    loop {
-        // The request line and headers (a GET has no body), up to the empty line.
-        loop {
-            line.clear();
-            match reader.read_line(&mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) if line.trim_end().is_empty() => break,
-                Ok(_) => {}
-            }
-        }
-        let head = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {len}\r\n\r\n"
-        );
-        if w.write_all(head.as_bytes()).is_err() {
-            return;
-        }
-        let mut left = len;
-        while left > 0 {
-            let n = left.min(chunk.len() as u64) as usize;
-            if w.write_all(&chunk[..n]).is_err() {
-                return;
-            }
-            left -= n as u64;
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Server process
 // ---------------------------------------------------------------------------------------------
-
-/// (user, system) CPU seconds of a process so far.
-fn proc_cpu(pid: u32) -> Option<(f64, f64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // SAFETY: sysconf only reads a configuration value.
-    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    if tick <= 0.0 {
-        return None;
-    }
-    let utime: f64 = f.get(11)?.parse().ok()?;
-    let stime: f64 = f.get(12)?.parse().ok()?;
-    Some((utime / tick, stime / tick))
-}
-
-/// Bytes a process caused to be read from the block layer (`read_bytes` of `/proc/<pid>/io`).
-fn proc_read_bytes(pid: u32) -> Option<u64> {
-    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
-    io.lines()
-        .find_map(|l| l.strip_prefix("read_bytes:"))
-        .and_then(|v| v.trim().parse().ok())
-}
-
-/// A value in kB from `/proc/<pid>/status` (`VmHWM:`, `VmRSS:`).
-fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-}
-
-/// Sign in as the bench admin; returns the bearer token.
-fn sign_in(url: &str) -> Res<String> {
-    let r = reqwest::blocking::Client::new()
-        .post(format!("{url}/api/auth/login"))
-        .json(&json!({"email": BENCH_ADMIN_EMAIL, "password": BENCH_ADMIN_PASSWORD}))
-        .send()
-        .map_err(|e| format!("sign-in: {e}"))?;
-    let j: Json = r.json().map_err(|e| format!("sign-in: {e}"))?;
-    j["token"]
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| format!("sign-in refused: {j}"))
-}
-
-/// The running server; SIGTERM then SIGKILL on drop, whatever happened (panics included).
-struct ServerGuard {
-    child: Option<Child>,
-    url: String,
-    /// Bearer token of the bootstrap admin.
-    token: String,
-    exit_code: Option<i32>,
-}
-
-impl ServerGuard {
-    fn start(bin: &Path, data: &Path) -> Res<Self> {
-        let mut child = Command::new(bin)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(data)
-            .env_remove("LIGHTBOX_CONFIG")
-            .env("LIGHTBOX_ADMIN_EMAIL", BENCH_ADMIN_EMAIL)
-            .env("LIGHTBOX_ADMIN_PASSWORD", BENCH_ADMIN_PASSWORD)
-            // As deployed: no backtrace capture on every internal error value.
-            .env_remove("RUST_BACKTRACE")
-            .env(
-                "LIGHTBOX_LOG",
-                std::env::var("LIGHTBOX_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
-        let stdout = child.stdout.take().ok_or("no stdout pipe")?;
-        let mut guard = ServerGuard {
-            child: Some(child),
-            url: String::new(),
-            token: String::new(),
-            exit_code: None,
-        };
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            // Keep draining stdout so the server never blocks on a full pipe.
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if !sent && let Some(rest) = line.strip_prefix("Lightbox listening on ") {
-                    let _ = tx.send(rest.trim().to_owned());
-                    sent = true;
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            match rx.recv_timeout(Duration::from_millis(50)) {
-                Ok(url) if url.starts_with("http://127.0.0.1:") => {
-                    guard.token = sign_in(&url)?;
-                    guard.url = url;
-                    return Ok(guard);
-                }
-                Ok(other) => return Err(format!("unexpected listen address {other:?}")),
-                Err(_) => {
-                    if let Some(c) = guard.child.as_mut()
-                        && let Ok(Some(status)) = c.try_wait()
-                    {
-                        guard.child = None;
-                        return Err(format!("the server exited before listening ({status})"));
-                    }
-                    if Instant::now() > deadline {
-                        return Err("the server did not print its address within 60 s".into());
-                    }
-                }
-            }
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().map(Child::id).unwrap_or(0)
-    }
-
-    /// SIGTERM, wait up to 30 s, then SIGKILL.
-    fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        // SAFETY: plain kill(2) on the PID of a child we spawned and have not reaped yet.
-        unsafe {
-            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match child.try_wait() {
-                Ok(Some(status)) => {
-                    self.exit_code = status.code();
-                    return;
-                }
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                _ => {
-                    eprintln!("wado: the server did not stop within 30 s of SIGTERM: killing it");
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return;
-                }
-            }
-        }
-    }
-}
-
-impl Drop for ServerGuard {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}

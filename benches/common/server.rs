@@ -1,11 +1,14 @@
 //! The release server under test, for the benches that drive it over HTTP: started on a free
 //! loopback port with a fresh data directory and the bench admin's credentials, stopped
-//! (SIGTERM, then SIGKILL) on drop whatever happens.
+//! (SIGTERM, then SIGKILL) on drop whatever happens. Also what the benches read about the
+//! machine around it: process CPU, I/O and memory from `/proc`, the disk's durable write rate
+//! (`dd`) and the loopback ceiling (a static HTTP body).
 //!
 //! Not every bench uses every item (each bench compiles this module on its own).
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -37,6 +40,8 @@ pub struct ServerGuard {
     /// Bearer token of the bootstrap admin.
     pub token: String,
     pub exit_code: Option<i32>,
+    /// From spawn to the server's "listening" line.
+    pub startup: Duration,
 }
 
 impl ServerGuard {
@@ -46,6 +51,7 @@ impl ServerGuard {
 
     /// [`ServerGuard::start`] with extra environment variables for the server.
     pub fn start_with(bin: &Path, data: &Path, env: &[(&str, &str)]) -> Res<Self> {
+        let spawned = Instant::now();
         let mut child = Command::new(bin)
             .envs(env.iter().copied())
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
@@ -70,6 +76,7 @@ impl ServerGuard {
             url: String::new(),
             token: String::new(),
             exit_code: None,
+            startup: Duration::ZERO,
         };
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -86,6 +93,7 @@ impl ServerGuard {
         loop {
             match rx.recv_timeout(Duration::from_millis(50)) {
                 Ok(url) if url.starts_with("http://127.0.0.1:") => {
+                    guard.startup = spawned.elapsed();
                     guard.token = sign_in(&url)?;
                     guard.url = url;
                     return Ok(guard);
@@ -143,5 +151,123 @@ impl ServerGuard {
 impl Drop for ServerGuard {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// (user, system) CPU seconds of a process so far.
+pub fn proc_cpu(pid: u32) -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // SAFETY: sysconf only reads a configuration value.
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    if tick <= 0.0 {
+        return None;
+    }
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime / tick, stime / tick))
+}
+
+/// A counter of `/proc/<pid>/io` (`read_bytes:`, `write_bytes:`: bytes a process caused to be
+/// read from / sent to the block layer).
+pub fn proc_io(pid: u32, field: &str) -> Option<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    io.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// A value in kB from `/proc/<pid>/status` (`VmHWM:`, `VmRSS:`).
+pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// `dd if=/dev/zero of=<dir>/dd.tmp bs=1M count=<mib> conv=fdatasync`: (bytes, seconds, MB/s).
+pub fn dd_rate(dir: &Path, mib: u64) -> Res<(u64, f64, f64)> {
+    let target = dir.join("dd.tmp");
+    let out = Command::new("dd")
+        .arg("if=/dev/zero")
+        .arg(format!("of={}", target.display()))
+        .args(["bs=1M", &format!("count={mib}"), "conv=fdatasync"])
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run dd: {e}"));
+    let _ = std::fs::remove_file(&target);
+    let out = out?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        return Err(format!("dd failed ({}): {}", out.status, stderr.trim()));
+    }
+    parse_dd(&stderr).ok_or_else(|| format!("cannot read dd's output: {}", stderr.trim()))
+}
+
+/// GNU dd: "1073741824 bytes (1.1 GB, 1.0 GiB) copied, 2.31 s, 465 MB/s".
+fn parse_dd(stderr: &str) -> Option<(u64, f64, f64)> {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains(" bytes") && l.contains("copied"))?;
+    let bytes: u64 = line.split_whitespace().next()?.parse().ok()?;
+    let after = line.split("copied,").nth(1)?;
+    let secs: f64 = after.split_whitespace().next()?.parse().ok()?;
+    if secs <= 0.0 {
+        return None;
+    }
+    Some((bytes, secs, bytes as f64 / 1e6 / secs))
+}
+
+/// Serves `len` bytes to every GET on a loopback port (keep-alive, Content-Length), from
+/// detached threads that end with the process, writing `chunk` bytes at a time: the loopback
+/// ceiling the same client can reach. Returns its URL.
+pub fn static_server(len: u64, chunk: usize) -> Res<String> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
+    let addr = l.local_addr().map_err(|e| format!("bind: {e}"))?;
+    std::thread::spawn(move || {
+        for s in l.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || serve_static(s, len, chunk));
+        }
+    });
+    Ok(format!("http://{addr}/static"))
+}
+
+fn serve_static(s: TcpStream, len: u64, chunk: usize) {
+    let chunk = vec![0x5a_u8; chunk];
+    let Ok(read_half) = s.try_clone() else {
+        return;
+    };
+    let _ = s.set_nodelay(true);
+    let mut reader = BufReader::new(read_half);
+    let mut w = s;
+    let mut line = String::new();
+    loop {
+        // The request line and headers (a GET has no body), up to the empty line.
+        loop {
+            line.clear();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) if line.trim_end().is_empty() => break,
+                Ok(_) => {}
+            }
+        }
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {len}\r\n\r\n"
+        );
+        if w.write_all(head.as_bytes()).is_err() {
+            return;
+        }
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            if w.write_all(&chunk[..n]).is_err() {
+                return;
+            }
+            left -= n as u64;
+        }
     }
 }
