@@ -14,10 +14,9 @@ use std::path::Path;
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
-use dicom_core::value::{PixelFragmentSequence, Value};
-use dicom_core::{DataElement, Length, PrimitiveValue, Tag, VR};
+use dicom_core::Tag;
+use dicom_core::value::Value;
 use dicom_dictionary_std::tags;
-use dicom_pixeldata::PixelDecoder;
 
 use super::wado::{self, Part, PartBody, Target};
 use crate::access::{self, Action, Principal};
@@ -219,78 +218,6 @@ fn stored_frame(path: &Path, frames: &[Frame], n: u32) -> std::result::Result<Ve
     }
 }
 
-/// Native samples (little endian) of a decoded image.
-fn native_bytes(decoded: &dicom_pixeldata::DecodedPixelData<'_>) -> Vec<u8> {
-    if decoded.bits_allocated() == 16 {
-        decoded
-            .data_ow()
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect()
-    } else {
-        decoded.data().to_vec()
-    }
-}
-
-/// Decodes one compressed frame: the header up to Pixel Data plus only that frame's fragments.
-fn decode_frame(path: &Path, frames: &[Frame], n: u32) -> std::result::Result<Vec<u8>, String> {
-    let Some(Frame::Bytes { fragments }) = frames.get(n as usize - 1) else {
-        return Err(format!("frame {n} does not exist"));
-    };
-    let mut obj = dicom_object::OpenFileOptions::new()
-        .read_until(tags::PIXEL_DATA)
-        .open_file(path)
-        .map_err(|e| format!("cannot read header: {e}"))?;
-    let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let mut pieces = Vec::new();
-    for fr in fragments {
-        let mut b = vec![0u8; fr.length as usize];
-        f.read_exact_at(&mut b, fr.offset)
-            .map_err(|e| e.to_string())?;
-        pieces.push(b);
-    }
-    obj.put(DataElement::new_with_len(
-        tags::PIXEL_DATA,
-        VR::OB,
-        Length::UNDEFINED,
-        PixelFragmentSequence::new(vec![0u32], pieces),
-    ));
-    obj.put(DataElement::new(
-        tags::NUMBER_OF_FRAMES,
-        VR::IS,
-        PrimitiveValue::from("1"),
-    ));
-    let decoded = obj
-        .decode_pixel_data()
-        .map_err(|e| format!("cannot decode frame {n}: {e}"))?;
-    Ok(native_bytes(&decoded))
-}
-
-/// Frame `n` of an instance without byte ranges (deflated or big endian): decoded whole.
-fn decoded_frame(path: &Path, n: u32) -> std::result::Result<Vec<u8>, String> {
-    let obj = dicom_object::open_file(path).map_err(|e| format!("cannot read: {e}"))?;
-    let decoded = obj
-        .decode_pixel_data_frame(n - 1)
-        .map_err(|e| format!("cannot decode frame {n}: {e}"))?;
-    Ok(native_bytes(&decoded))
-}
-
-fn number_of_frames(rec: &InstanceRecord) -> u32 {
-    match &rec.frames {
-        FrameAccess::Indexed(f) => f.len() as u32,
-        _ => rec
-            .attrs
-            .get("00280008")
-            .and_then(|e| e.get("Value"))
-            .and_then(|v| v.get(0))
-            .and_then(|v| {
-                v.as_u64()
-                    .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
-            })
-            .map_or(1, |n| n as u32),
-    }
-}
-
 /// The bytes of frame `n` in `mode`.
 fn frame_bytes(
     path: &Path,
@@ -300,8 +227,16 @@ fn frame_bytes(
 ) -> std::result::Result<Vec<u8>, String> {
     match (&rec.frames, mode) {
         (FrameAccess::Indexed(frames), Mode::Raw(_)) => stored_frame(path, frames, n),
-        (FrameAccess::Indexed(frames), Mode::Decode) => decode_frame(path, frames, n),
-        (FrameAccess::DecodeOnRequest, _) => decoded_frame(path, n),
+        (FrameAccess::Indexed(frames), Mode::Decode)
+            if transcode::is_native(&rec.transfer_syntax) =>
+        {
+            stored_frame(path, frames, n)
+        }
+        // Decoded exactly as for rendering (one decoder path): only this frame's fragments,
+        // the colour and bit-depth cases the codecs get wrong handled there.
+        (FrameAccess::Indexed(_), Mode::Decode) | (FrameAccess::DecodeOnRequest, _) => {
+            crate::render::pixels::decoded_samples(path, rec, n).map_err(|e| e.to_string())
+        }
         (FrameAccess::None, _) => Err("the instance has no pixel data".into()),
         (FrameAccess::Unknown(why), _) => Err(format!("frames cannot be located: {why}")),
     }
@@ -344,7 +279,7 @@ pub async fn frames(
         }
         _ => {}
     }
-    let count = number_of_frames(&rec);
+    let count = rec.number_of_frames();
     if let Some(bad) = numbers.iter().find(|n| **n > count) {
         return Err(Error::NotFound(format!(
             "frame {bad} does not exist: the instance has {count} frame(s)"
@@ -615,7 +550,7 @@ fn pixel_parts(state: &AppState, recs: Vec<InstanceRecord>, base: &str, decode: 
                     ),
                     body: PartBody::Lazy(Box::new(move || {
                         let mut all = Vec::new();
-                        for n in 1..=number_of_frames(&rec2) {
+                        for n in 1..=rec2.number_of_frames() {
                             all.extend(frame_bytes(&file, &rec2, n, &Mode::Raw(String::new()))?);
                         }
                         Ok(all)
@@ -638,7 +573,7 @@ fn pixel_parts(state: &AppState, recs: Vec<InstanceRecord>, base: &str, decode: 
                 } else {
                     Mode::Raw(ct.clone())
                 };
-                for n in 1..=number_of_frames(&rec) {
+                for n in 1..=rec.number_of_frames() {
                     let (file, rec2, mode) = (file.clone(), rec.clone(), mode.clone());
                     parts.push(Part {
                         headers: format!(
@@ -739,7 +674,7 @@ async fn pixeldata(
         let r2 = rec.clone();
         let bytes = web::block(move || -> std::result::Result<Vec<u8>, String> {
             let mut all = Vec::new();
-            for n in 1..=number_of_frames(&r2) {
+            for n in 1..=r2.number_of_frames() {
                 all.extend(frame_bytes(&file, &r2, n, &Mode::Raw(String::new()))?);
             }
             Ok(all)

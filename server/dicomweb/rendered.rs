@@ -382,7 +382,7 @@ async fn image_response(
                 items: vec![(rec, Some(list[0]))],
             },
             (None, true) => {
-                let n = frame_count(&rec);
+                let n = rec.number_of_frames();
                 Plan {
                     items: (1..=n).map(|f| (rec.clone(), Some(f))).collect(),
                 }
@@ -548,14 +548,7 @@ fn not_image_reason(rec: &InstanceRecord) -> String {
 
 /// Columns and Rows of an instance from its indexed attributes, when known.
 pub fn image_size(rec: &InstanceRecord) -> (Option<u32>, Option<u32>) {
-    let get = |tag: &str| {
-        rec.attrs
-            .get(tag)
-            .and_then(|e| e.get("Value"))
-            .and_then(|v| v.get(0))
-            .and_then(|v| v.as_u64())
-            .map(|n| n as u32)
-    };
+    let get = |tag| rec.attr_u64(tag).and_then(|n| u32::try_from(n).ok());
     (get("00280011"), get("00280010"))
 }
 
@@ -578,22 +571,6 @@ pub async fn render_now(
         .render_gate
         .run(move || render::render(&path, &rec, &job))
         .await??)
-}
-
-fn frame_count(rec: &InstanceRecord) -> u32 {
-    match &rec.frames {
-        FrameAccess::Indexed(f) => f.len() as u32,
-        _ => rec
-            .attrs
-            .get("00280008")
-            .and_then(|e| e.get("Value"))
-            .and_then(|v| v.get(0))
-            .and_then(|v| {
-                v.as_u64()
-                    .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
-            })
-            .map_or(1, |n| n.max(1) as u32),
-    }
 }
 
 /// Where a default thumbnail of this instance version is kept.

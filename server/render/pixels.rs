@@ -409,3 +409,10 @@ pub fn frame(
         }
     }
 }
+
+/// Frame `n` (1-based) decoded to native little-endian samples: the decoded form of WADO-RS
+/// frames and pixel data, through the same decoder path as rendering.
+pub fn decoded_samples(path: &Path, rec: &InstanceRecord, n: u32) -> Result<Vec<u8>, RenderError> {
+    let header = read_header(path, rec)?;
+    Ok(frame(path, rec, &header, n)?.data)
+}

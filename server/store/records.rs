@@ -35,6 +35,26 @@ pub struct InstanceRecord {
     pub frames: FrameAccess,
 }
 
+impl InstanceRecord {
+    /// The first value of an indexed instance attribute (8-hex tag) as an unsigned integer,
+    /// whether DICOM JSON holds it as a number (US) or a string (IS).
+    pub fn attr_u64(&self, tag: &str) -> Option<u64> {
+        let v = self.attrs.get(tag)?.get("Value")?.get(0)?;
+        v.as_u64()
+            .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+    }
+
+    /// Frames of the instance: the indexed byte ranges, else Number of Frames, else 1.
+    pub fn number_of_frames(&self) -> u32 {
+        match &self.frames {
+            FrameAccess::Indexed(f) => f.len() as u32,
+            _ => self
+                .attr_u64("00280008")
+                .map_or(1, |n| n.clamp(1, u64::from(u32::MAX)) as u32),
+        }
+    }
+}
+
 /// The part of an [`InstanceRecord`] that metadata responses need: identity, version and
 /// InstanceNumber. Read from the same stored record without building the attribute tree.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
