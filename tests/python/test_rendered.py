@@ -1443,3 +1443,25 @@ def test_replace_invalidates_thumbnail_and_etag(srv):
             headers={"If-None-Match": before.headers["ETag"]})
     assert r.status_code == 200
     assert thumb_files is not None
+
+
+# ---------------------------------------------------------------------------
+# Decoded WADO-RS frames share the rendering's decoder path: the cases the codecs get wrong
+# (RGB JPEG without a colour transform, 32-bit RLE, 32-bit big endian) come out right there too.
+
+@pytest.mark.parametrize("name", ["SC_jpeg_no_color_transform.dcm", "rtdose_rle_1frame.dcm",
+                                  "rtdose_expb_1frame.dcm"])
+def test_decoded_frames_match_pydicom(srv, name):
+    path = PYDICOM_TEST_FILES / name
+    ds = pydicom.dcmread(path)
+    stow_ok(srv, [path.read_bytes()])
+    r = get(srv, inst_path(ds) + "/frames/1", accept="application/octet-stream")
+    assert r.status_code == 200, f"{name}: {r.status_code} {r.text[:300]}"
+    assert r.headers["Content-Type"].startswith("application/octet-stream"), r.headers
+    expected = frame_array(ds, 1)
+    dtype = expected.dtype.newbyteorder("<")
+    got = np.frombuffer(r.content, dtype=dtype).reshape(expected.shape)
+    diff = np.abs(got.astype(np.float64) - expected.astype(np.float64))
+    # Lossy JPEG: two decoders may differ by an IDCT rounding; lossless: exact.
+    tol = 2.0 if ds.file_meta.TransferSyntaxUID in LOSSY else 0.0
+    assert diff.mean() <= tol, f"{name}: mean |diff| {diff.mean():.3f}, max {diff.max()}"
