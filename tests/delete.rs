@@ -41,33 +41,6 @@ fn three_instances(s: &Server) {
     store_as(&s.token, s, files);
 }
 
-fn register(s: &Server, email: &str) -> (String, String) {
-    let r = send(
-        client()
-            .post(format!("{}/api/auth/register", s.url))
-            .json(&json!({"email": email, "password": PASSWORD})),
-    );
-    assert_eq!(r.status, 201, "{}", r.text);
-    let token = login(&s.url, email, PASSWORD).unwrap();
-    let me = send(authed_client(&token).get(format!("{}/api/me", s.url)));
-    (token, me.str("id"))
-}
-
-fn deliver(s: &Server, study: &str, email: &str, token: &str) {
-    let r = send(
-        s.client()
-            .post(format!("{}/api/studies/{study}/grants", s.url))
-            .json(&json!({"email": email})),
-    );
-    assert_eq!(r.status, 201, "{}", r.text);
-    let r = send(
-        authed_client(token)
-            .post(format!("{}/api/grants/claim", s.url))
-            .json(&json!({"code": r.str("claim_code")})),
-    );
-    assert_eq!(r.status, 200, "{}", r.text);
-}
-
 fn delete(c: &reqwest::blocking::Client, url: &str) -> Resp {
     send(c.delete(url))
 }
@@ -88,8 +61,8 @@ fn delete_at_each_level_cascades_to_search_metadata_files_derived_data_and_grant
     three_instances(&s);
     let base = s.dicomweb();
     let c = s.client();
-    let (patient, _) = register(&s, "del-patient@example.org");
-    deliver(&s, STUDY, "del-patient@example.org", &patient);
+    let (patient, _) = s.new_patient("del-patient@example.org", PASSWORD);
+    s.deliver(STUDY, "del-patient@example.org", &patient);
     let pc = authed_client(&patient);
     assert_eq!(s.stored_files().len(), 3);
     let derived = s.data.join("derived").join(STUDY);
@@ -192,10 +165,10 @@ fn only_staff_may_delete_and_invisible_studies_are_404() {
     // Anonymous: 401.
     assert_eq!(delete(&client(), &study).status, 401);
     // A patient without access: 404 (not told the study exists).
-    let (stranger, _) = register(&s, "stranger@example.org");
+    let (stranger, _) = s.new_patient("stranger@example.org", PASSWORD);
     assert_eq!(delete(&authed_client(&stranger), &study).status, 404);
     // A patient who owns a study (uploaded it) may see it but not delete it: 403.
-    let (owner, _) = register(&s, "owner@example.org");
+    let (owner, _) = s.new_patient("owner@example.org", PASSWORD);
     let own = "1.2.826.0.1.3680043.10.1435.62.2";
     store_as(
         &owner,
@@ -222,8 +195,8 @@ fn only_staff_may_delete_and_invisible_studies_are_404() {
         200
     );
     // A patient with a delivered study: 403 too.
-    let (reader, _) = register(&s, "reader@example.org");
-    deliver(&s, STUDY, "reader@example.org", &reader);
+    let (reader, _) = s.new_patient("reader@example.org", PASSWORD);
+    s.deliver(STUDY, "reader@example.org", &reader);
     assert_eq!(delete(&authed_client(&reader), &study).status, 403);
     // Refusals changed nothing.
     assert_eq!(s.stored_files().len(), 4);
@@ -289,7 +262,7 @@ fn facilities_are_refused_and_staff_may_delete() {
     assert_eq!(delete(&facility, &study).status, 403);
     assert_eq!(s.stored_files().len(), 3);
     // A staff member (not admin) may delete.
-    let (_, staff_id) = register(&s, "staff@example.org");
+    let (_, staff_id) = s.new_patient("staff@example.org", PASSWORD);
     let r = send(
         c.patch(format!("{}/api/users/{staff_id}", s.url))
             .json(&json!({"role": "staff"})),

@@ -642,40 +642,6 @@ fn pct(s: &str) -> String {
         .collect()
 }
 
-/// Register and sign in a patient: (bearer token, user id).
-fn new_patient(s: &Server, email: &str) -> (String, String) {
-    let r = send(
-        client()
-            .post(format!("{}/api/auth/register", s.url))
-            .json(&json!({"email": email, "password": PASSWORD})),
-    );
-    assert_eq!(r.status, 201, "register {email}: {}", r.text);
-    let r = send(
-        client()
-            .post(format!("{}/api/auth/login", s.url))
-            .json(&json!({"email": email, "password": PASSWORD})),
-    );
-    assert_eq!(r.status, 200, "sign in {email}: {}", r.text);
-    (r.token(), r.json["user"]["id"].as_str().unwrap().to_owned())
-}
-
-/// Deliver a study to a patient's email and have the patient claim it.
-fn deliver(s: &Server, study: &str, email: &str, patient_token: &str) {
-    let r = send(
-        s.client()
-            .post(format!("{}/api/studies/{study}/grants", s.url))
-            .json(&json!({"email": email})),
-    );
-    assert_eq!(r.status, 201, "grant: {}", r.text);
-    let code = r.str("claim_code");
-    let r = send(
-        authed_client(patient_token)
-            .post(format!("{}/api/grants/claim", s.url))
-            .json(&json!({"code": code})),
-    );
-    assert_eq!(r.status, 200, "claim: {}", r.text);
-}
-
 /// A one-instance study (series `{study}.1` #1, instance `{study}.1.1` #1, StudyTime 120000).
 fn simple(study: &str, pid: &str, name: &str, date: &str) -> Inst {
     Inst::new()
@@ -2017,8 +1983,8 @@ fn retrieve_urls_and_warning_use_the_public_url_never_host() {
 #[test]
 fn patients_search_and_count_only_their_own_studies() {
     let s = Server::start(&[]);
-    let (pat, _) = new_patient(&s, "pat@example.org");
-    let (other, _) = new_patient(&s, "other@example.org");
+    let (pat, _) = s.new_patient("pat@example.org", PASSWORD);
+    let (other, _) = s.new_patient("other@example.org", PASSWORD);
     let rt = root();
     let [h1, h2, h3, up, oq]: [String; 5] = std::array::from_fn(|i| format!("{rt}.{}", i + 1));
     // The hospital stores three studies; one is delivered to the patient.
@@ -2030,7 +1996,7 @@ fn patients_search_and_count_only_their_own_studies() {
             simple(&h3, "PID-P", "PAT^PAT", "20230103"),
         ],
     );
-    deliver(&s, &h3, "pat@example.org", &pat);
+    s.deliver(&h3, "pat@example.org", &pat);
     // Each patient uploads one study.
     store_as(&s, &pat, &[simple(&up, "PID-P", "PAT^PAT", "20230102")]);
     store_as(&s, &other, &[simple(&oq, "PID-Q", "OTHER^Q", "20230101")]);
@@ -2163,7 +2129,7 @@ fn searches_follow_replaces_moves_and_deletes() {
     expect(&s, "/studies?ModalitiesInStudy=CT", STUDY, &[&b]);
     // A patient's upload disappears from searches when the account (and its uploads) is deleted.
     let email = format!("del-{r}@example.org");
-    let (token, _) = new_patient(&s, &email);
+    let (token, _) = s.new_patient(&email, PASSWORD);
     let c = format!("{r}.3");
     store_as(&s, &token, &[simple(&c, "PID-C", "DELTA^DOT", "20220101")]);
     expect(&s, "/studies?PatientName=DELTA*", STUDY, &[&c]);

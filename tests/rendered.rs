@@ -5,7 +5,6 @@
 mod common;
 
 use common::*;
-use serde_json::json;
 
 const PASSWORD: &str = "Amber-Lantern-Pier-58";
 const CT: &str = "1.2.826.0.1.3680043.10.1435.1.1";
@@ -68,13 +67,8 @@ fn patients_see_renderings_of_their_studies_only() {
         assert_eq!(&body[..2], &[0xFF, 0xD8], "{u}");
     }
     let email = "render-patient@example.org";
-    let r = send(
-        client()
-            .post(format!("{}/api/auth/register", s.url))
-            .json(&json!({"email": email, "password": PASSWORD})),
-    );
-    assert_eq!(r.status, 201, "{}", r.text);
-    let patient = authed_client(&login(&s.url, email, PASSWORD).unwrap());
+    let (token, _) = s.new_patient(email, PASSWORD);
+    let patient = authed_client(&token);
     for u in urls(&s) {
         let (status, _, body) = get(&patient, &u);
         assert_eq!(status, 404, "a study the patient may not see: {u}");
@@ -83,18 +77,7 @@ fn patients_see_renderings_of_their_studies_only() {
             "no patient data in the refusal"
         );
     }
-    let r = send(
-        s.client()
-            .post(format!("{}/api/studies/{CT}/grants", s.url))
-            .json(&json!({"email": email})),
-    );
-    assert_eq!(r.status, 201, "{}", r.text);
-    let r = send(
-        patient
-            .post(format!("{}/api/grants/claim", s.url))
-            .json(&json!({"code": r.str("claim_code")})),
-    );
-    assert_eq!(r.status, 200, "{}", r.text);
+    s.deliver(CT, email, &token);
     for u in urls(&s) {
         assert_eq!(get(&patient, &u).0, 200, "after the claim: {u}");
     }

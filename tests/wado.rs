@@ -520,34 +520,6 @@ fn sop_of(item: &Value) -> String {
 // Accounts
 // ---------------------------------------------------------------------------------------------
 
-/// Register and sign in a patient: bearer token.
-fn new_patient(s: &Server, email: &str) -> String {
-    let r = send(
-        client()
-            .post(format!("{}/api/auth/register", s.url))
-            .json(&json!({"email": email, "password": PASSWORD})),
-    );
-    assert_eq!(r.status, 201, "register {email}: {}", r.text);
-    login(&s.url, email, PASSWORD).expect("patient sign-in")
-}
-
-/// Deliver a study to a patient's email and have the patient claim it.
-fn deliver(s: &Server, study: &str, email: &str, patient_token: &str) {
-    let r = send(
-        s.client()
-            .post(format!("{}/api/studies/{study}/grants", s.url))
-            .json(&json!({"email": email})),
-    );
-    assert_eq!(r.status, 201, "grant: {}", r.text);
-    let code = r.str("claim_code");
-    let r = send(
-        authed_client(patient_token)
-            .post(format!("{}/api/grants/claim", s.url))
-            .json(&json!({"code": code})),
-    );
-    assert_eq!(r.status, 200, "claim: {}", r.text);
-}
-
 // ---------------------------------------------------------------------------------------------
 // Retrieve DICOM instances
 // ---------------------------------------------------------------------------------------------
@@ -2127,9 +2099,9 @@ fn refusals_on_every_route_and_a_patient_sees_only_their_study() {
     let s = Server::start(&[]);
     store_fixtures(&s, &["ct_explicit.dcm", "rgb_explicit.dcm"]);
     let email = "pat@example.org";
-    let pat = new_patient(&s, email);
+    let (pat, _) = s.new_patient(email, PASSWORD);
     let rgb = fx("rgb_explicit.dcm");
-    deliver(&s, &rgb.study, email, &pat);
+    s.deliver(&rgb.study, email, &pat);
     let ct = fx("ct_explicit.dcm");
     let ghost = Uids {
         study: format!("{}.404", ct.study),

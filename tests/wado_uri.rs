@@ -5,7 +5,6 @@ mod common;
 
 use common::*;
 use dicom_dictionary_std::tags;
-use serde_json::json;
 
 const PASSWORD: &str = "Tulip-Orbit-Canyon-93";
 
@@ -422,27 +421,10 @@ fn wado_uri_applies_the_access_policy() {
     let query = format!("{}&contentType=application/dicom", q(&u));
     assert_eq!(wado(&client(), &s, &query, None).status, 401);
     let email = "uri-patient@example.org";
-    let r = send(
-        client()
-            .post(format!("{}/api/auth/register", s.url))
-            .json(&json!({"email": email, "password": PASSWORD})),
-    );
-    assert_eq!(r.status, 201);
-    let token = login(&s.url, email, PASSWORD).unwrap();
+    let (token, _) = s.new_patient(email, PASSWORD);
     let patient = authed_client(&token);
     assert_eq!(wado(&patient, &s, &query, None).status, 404);
-    let r = send(
-        s.client()
-            .post(format!("{}/api/studies/{}/grants", s.url, u.study))
-            .json(&json!({"email": email})),
-    );
-    assert_eq!(r.status, 201);
-    let r = send(
-        patient
-            .post(format!("{}/api/grants/claim", s.url))
-            .json(&json!({"code": r.str("claim_code")})),
-    );
-    assert_eq!(r.status, 200);
+    s.deliver(&u.study, email, &token);
     let g = wado(&patient, &s, &query, None);
     assert_eq!(g.status, 200);
     assert_eq!(ts_of(&g.body), "1.2.840.10008.1.2.1");

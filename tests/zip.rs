@@ -9,7 +9,6 @@ use std::io::Read;
 
 use common::*;
 use dicom_dictionary_std::tags;
-use serde_json::json;
 
 const PASSWORD: &str = "Tulip-Orbit-Canyon-93";
 const STUDY: &str = "1.2.826.0.1.3680043.10.1435.61.1";
@@ -238,28 +237,11 @@ fn zip_needs_access_to_the_study() {
     assert_eq!(get(&client(), &url, "application/zip").status, 401);
     // A patient without access: 404, like an absent study.
     let email = "zip-patient@example.org";
-    let r = send(
-        client()
-            .post(format!("{}/api/auth/register", s.url))
-            .json(&json!({"email": email, "password": PASSWORD})),
-    );
-    assert_eq!(r.status, 201, "{}", r.text);
-    let token = login(&s.url, email, PASSWORD).unwrap();
+    let (token, _) = s.new_patient(email, PASSWORD);
     let patient = authed_client(&token);
     assert_eq!(get(&patient, &url, "application/zip").status, 404);
     // Once the study is delivered and claimed: the whole archive.
-    let r = send(
-        s.client()
-            .post(format!("{}/api/studies/{STUDY}/grants", s.url))
-            .json(&json!({"email": email})),
-    );
-    assert_eq!(r.status, 201, "{}", r.text);
-    let r = send(
-        patient
-            .post(format!("{}/api/grants/claim", s.url))
-            .json(&json!({"code": r.str("claim_code")})),
-    );
-    assert_eq!(r.status, 200, "{}", r.text);
+    s.deliver(STUDY, email, &token);
     let g = get(&patient, &url, "application/zip");
     assert_eq!(g.status, 200);
     assert_eq!(g.entries().len(), 3);

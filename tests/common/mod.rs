@@ -110,6 +110,41 @@ impl Server {
         format!("{}/dicom-web", self.url)
     }
 
+    /// Register a patient account and sign it in: (bearer token, user id).
+    pub fn new_patient(&self, email: &str, password: &str) -> (String, String) {
+        let r = send(
+            client()
+                .post(format!("{}/api/auth/register", self.url))
+                .json(&serde_json::json!({"email": email, "password": password})),
+        );
+        assert_eq!(r.status, 201, "register {email}: {}", r.text);
+        let r = send(
+            client()
+                .post(format!("{}/api/auth/login", self.url))
+                .json(&serde_json::json!({"email": email, "password": password})),
+        );
+        assert_eq!(r.status, 200, "sign in {email}: {}", r.text);
+        (r.token(), r.json["user"]["id"].as_str().unwrap().to_owned())
+    }
+
+    /// Staff (the admin) delivers `study` to `email`; the patient signed in with
+    /// `patient_token` claims it with the code.
+    pub fn deliver(&self, study: &str, email: &str, patient_token: &str) {
+        let r = send(
+            self.client()
+                .post(format!("{}/api/studies/{study}/grants", self.url))
+                .json(&serde_json::json!({"email": email})),
+        );
+        assert_eq!(r.status, 201, "grant: {}", r.text);
+        let code = r.str("claim_code");
+        let r = send(
+            authed_client(patient_token)
+                .post(format!("{}/api/grants/claim", self.url))
+                .json(&serde_json::json!({"code": code})),
+        );
+        assert_eq!(r.status, 200, "claim: {}", r.text);
+    }
+
     /// SIGTERM and wait; returns the exit code.
     pub fn stop(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;
