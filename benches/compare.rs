@@ -26,7 +26,7 @@ use serde_json::{Value as Json, json};
 
 mod common;
 use common::CtSpec;
-use common::server::{Res, ServerGuard, dd_rate, proc_status_kib, static_server};
+use common::server::{Res, ServerGuard, dd_rate, proc_status_kib, static_server, target_dir};
 
 const PATIENTS: [(&str, &str, &str); 2] = [
     ("BENCH^ALICE", "BENCH-A", "F"),
@@ -109,12 +109,6 @@ fn env_usize(name: &str, default: usize) -> Res<usize> {
         },
         Err(_) => Ok(default),
     }
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
 }
 
 #[derive(Clone, Debug)]

@@ -26,7 +26,7 @@ use lightbox::store::{NewInstance, Store};
 
 #[path = "common/server.rs"]
 mod server;
-use server::{ServerGuard, proc_status_kib};
+use server::{ServerGuard, proc_status_kib, server_binary, target_dir};
 
 type Res<T> = Result<T, String>;
 
@@ -58,12 +58,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
-}
-
 fn positive(name: &str, v: &str) -> Res<usize> {
     match v.trim().replace('_', "").parse::<usize>() {
         Ok(n) if n > 0 => Ok(n),
@@ -80,20 +74,9 @@ struct Knobs {
 }
 
 fn run(full: bool) -> Res<()> {
-    let bin = std::env::var_os("LIGHTBOX_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| target_dir().join("release/lightbox"));
-    if !bin.is_file() {
-        if !full {
-            println!("qido: run with cargo bench --bench qido");
-            return Ok(());
-        }
-        return Err(format!(
-            "the release binary {} does not exist: run `cargo build --release` first \
-             (or point LIGHTBOX_BIN at a lightbox binary)",
-            bin.display()
-        ));
-    }
+    let Some(bin) = server_binary("qido", full)? else {
+        return Ok(());
+    };
     let knobs = if full {
         let sizes = match std::env::var("QIDO_BENCH_STUDIES") {
             Ok(v) => v

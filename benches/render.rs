@@ -12,7 +12,7 @@
 //! `--bench` (`cargo test --benches`) it runs a smoke version (20 samples) when the release
 //! binary exists, and otherwise exits 0.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -20,7 +20,7 @@ use serde_json::json;
 
 mod common;
 use common::CtSpec;
-use common::server::{Res, ServerGuard};
+use common::server::{Res, ServerGuard, server_binary, target_dir};
 
 const ORTHANC: &str = "Orthanc 1.10.1 + DICOMweb 1.7";
 const ROWS: &[(&str, f64, &str)] = &[
@@ -40,12 +40,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
 }
 
 fn stow(url: &str, token: &str, bodies: &[Vec<u8>]) -> Res<()> {
@@ -134,13 +128,9 @@ fn measure(
 }
 
 fn run(full: bool) -> Res<()> {
-    let bin = std::env::var_os("LIGHTBOX_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| target_dir().join("release").join("lightbox"));
-    if !bin.exists() {
-        println!("render: run with cargo build --release && cargo bench --bench render");
+    let Some(bin) = server_binary("render", full)? else {
         return Ok(());
-    }
+    };
     let (samples, warmup, slices) = if full { (1000, 100, 50) } else { (20, 2, 4) };
     let root = std::env::var_os("LIGHTBOX_BENCH_DIR")
         .map(PathBuf::from)

@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,7 +19,7 @@ use serde_json::json;
 
 mod common;
 use common::CtSpec;
-use common::server::{ServerGuard, dd_rate, proc_cpu, proc_io};
+use common::server::{ServerGuard, dd_rate, proc_cpu, proc_io, server_binary, target_dir};
 
 const PATIENTS: usize = 2;
 const STUDIES_PER_PATIENT: usize = 3;
@@ -62,28 +62,11 @@ fn env_usize(name: &str, default: usize) -> Res<usize> {
     }
 }
 
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
-}
-
 /// Returns Ok(true) when every request succeeded.
 fn run(full: bool) -> Res<bool> {
-    let bin = std::env::var_os("LIGHTBOX_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| target_dir().join("release/lightbox"));
-    if !bin.is_file() {
-        if !full {
-            println!("stow_load: run with cargo bench --bench stow_load");
-            return Ok(true);
-        }
-        return Err(format!(
-            "the release binary {} does not exist: run `cargo build --release` first \
-             (or point LIGHTBOX_BIN at a lightbox binary)",
-            bin.display()
-        ));
-    }
+    let Some(bin) = server_binary("stow_load", full)? else {
+        return Ok(true);
+    };
     let knobs = if full {
         Knobs {
             instances: env_usize("LIGHTBOX_BENCH_INSTANCES", 1200)?,

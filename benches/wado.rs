@@ -13,7 +13,7 @@
 //! exits 0.
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::sync::{Arc, Mutex};
@@ -23,7 +23,9 @@ use serde_json::{Value as Json, json};
 
 mod common;
 use common::CtSpec;
-use common::server::{ServerGuard, proc_cpu, proc_io, proc_status_kib, static_server};
+use common::server::{
+    ServerGuard, proc_cpu, proc_io, proc_status_kib, server_binary, static_server, target_dir,
+};
 
 type Res<T> = Result<T, String>;
 
@@ -58,12 +60,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
 }
 
 fn env_usize(name: &str, default: usize) -> Res<usize> {
@@ -739,20 +735,9 @@ fn metadata_row(
 // ---------------------------------------------------------------------------------------------
 
 fn run(full: bool) -> Res<()> {
-    let bin = std::env::var_os("LIGHTBOX_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| target_dir().join("release/lightbox"));
-    if !bin.is_file() {
-        if !full {
-            println!("wado: run with cargo bench --bench wado");
-            return Ok(());
-        }
-        return Err(format!(
-            "the release binary {} does not exist: run `cargo build --release` first \
-             (or point LIGHTBOX_BIN at a lightbox binary)",
-            bin.display()
-        ));
-    }
+    let Some(bin) = server_binary("wado", full)? else {
+        return Ok(());
+    };
     let k = if full {
         Knobs {
             a_series: [100, 600],

@@ -9,7 +9,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,35 @@ pub type Res<T> = Result<T, String>;
 pub const BENCH_ADMIN_EMAIL: &str = "bench-admin@lightbox.local";
 pub const BENCH_ADMIN_PASSWORD: &str = "Bench-Quartz-Meadow-71";
 
+/// Cargo's target directory (`CARGO_TARGET_DIR`, else `target/` in the repository).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+/// The server under test: `LIGHTBOX_BIN`, else the release binary. Missing in a smoke run
+/// (`cargo test --benches`): prints how to run the bench and answers `None`; missing in a full
+/// run: an error.
+pub fn server_binary(bench: &str, full: bool) -> Res<Option<PathBuf>> {
+    let bin = std::env::var_os("LIGHTBOX_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("release/lightbox"));
+    if bin.is_file() {
+        return Ok(Some(bin));
+    }
+    if !full {
+        println!("{bench}: run with cargo build --release && cargo bench --bench {bench}");
+        return Ok(None);
+    }
+    Err(format!(
+        "the release binary {} does not exist: run `cargo build --release` first \
+         (or point LIGHTBOX_BIN at a lightbox binary)",
+        bin.display()
+    ))
+}
+
+/// Sign in as the bench admin; returns the bearer token.
 pub fn sign_in(url: &str) -> Res<String> {
     let r = reqwest::blocking::Client::new()
         .post(format!("{url}/api/auth/login"))
