@@ -235,12 +235,34 @@ pub fn stow_content_type() -> String {
 }
 
 /// Sign in; returns the bearer token.
+///
+/// Every test signs in from 127.0.0.1, and the per-address bucket refills at one attempt per
+/// 2 s: a 429 for the *address* is waited out (the Retry-After the server sent, a few times),
+/// so a busy test file does not fail on timing. Per-account refusals are returned as errors;
+/// the throttle itself is asserted in tests/auth.rs with raw requests.
 pub fn login(url: &str, email: &str, password: &str) -> Result<String, String> {
-    let r = client()
-        .post(format!("{url}/api/auth/login"))
-        .json(&serde_json::json!({"email": email, "password": password}))
-        .send()
-        .map_err(|e| e.to_string())?;
+    let mut tries = 0;
+    let r = loop {
+        let r = client()
+            .post(format!("{url}/api/auth/login"))
+            .json(&serde_json::json!({"email": email, "password": password}))
+            .send()
+            .map_err(|e| e.to_string())?;
+        tries += 1;
+        if r.status() != reqwest::StatusCode::TOO_MANY_REQUESTS || tries >= 8 {
+            break r;
+        }
+        let after: u64 = r
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .unwrap_or(2);
+        let body = r.text().unwrap_or_default();
+        if !body.contains("from this address") {
+            return Err(format!("429 Too Many Requests: {body}"));
+        }
+        std::thread::sleep(Duration::from_millis(after * 1000 + 100));
+    };
     let status = r.status();
     let j: serde_json::Value = r.json().map_err(|e| e.to_string())?;
     if !status.is_success() {

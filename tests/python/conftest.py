@@ -148,8 +148,13 @@ ADMIN_PASSWORD = "Correct-Horse-Battery-42"
 def _login(url: str) -> str:
     """Sign in as the bootstrap admin; returns the bearer token (STOW needs one)."""
     import requests
-    r = requests.post(f"{url}/api/auth/login", timeout=30,
-                      json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
+    # A 429 for the address (every test signs in from 127.0.0.1) is waited out, a few times.
+    for _ in range(8):
+        r = requests.post(f"{url}/api/auth/login", timeout=30,
+                          json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
+        if r.status_code != 429:
+            break
+        time.sleep(float(r.headers.get("Retry-After", "2")) + 0.1)
     assert r.status_code == 200, f"admin sign-in failed: {r.status_code} {r.text}"
     return r.json()["token"]
 
