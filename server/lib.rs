@@ -154,6 +154,15 @@ pub async fn run(
     };
     let accounts = Arc::new(auth::Accounts::open(&store.db).map_err(std::io::Error::other)?);
     let grants = Arc::new(auth::grants::Grants::open(&store.db).map_err(std::io::Error::other)?);
+    let swept = grants
+        .forget_missing_studies(|s| Ok::<_, Error>(store.repo.study(s)?.is_some()))
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    if swept > 0 {
+        tracing::warn!(
+            studies = swept,
+            "removed the grants of studies that are no longer stored (a delete interrupted by a crash)"
+        );
+    }
     let tokens = auth::token::TokenKeys::load_or_create(&config.data)?;
     let hasher = auth::password::Hasher::new(2);
     let audit_log = Arc::new(audit::AuditLog::open(&store.db).map_err(std::io::Error::other)?);

@@ -325,6 +325,12 @@ fn kill_9_during_a_large_delete_leaves_the_study_whole_or_gone() {
             for chunk in files.chunks(50) {
                 store_as(&s.token, &s, chunk.to_vec());
             }
+            let r = send(
+                authed_client(&s.token)
+                    .post(format!("{}/api/studies/{STUDY}/grants", s.url))
+                    .json(&json!({"email": "crash.patient@example.org"})),
+            );
+            assert_eq!(r.status, 201, "{}", r.text);
         }
         assert_eq!(instances_and_retrievable(&s), (N, true));
         assert_eq!(s.stored_files().len(), N);
@@ -359,6 +365,16 @@ fn kill_9_during_a_large_delete_leaves_the_study_whole_or_gone() {
             0 => assert!(r.array().is_empty()),
             n => assert_eq!(r.array()[0]["00201208"]["Value"][0], json!(n)),
         }
+        // The grant goes with the study, and only with it (swept at start-up if a crash fell
+        // between the index flush and the grant removal).
+        let r = send(authed_client(&s.token).get(format!("{}/api/studies/{STUDY}/grants", s.url)));
+        let grants = r.json.as_array().map(Vec::len).unwrap_or(0);
+        assert_eq!(
+            grants,
+            usize::from(listed == N),
+            "after kill -9 at {delay_ms} ms: {listed} instances, {grants} grants: {}",
+            r.text
+        );
         outcomes.push((delay_ms, listed, answered));
         drop(s);
     }

@@ -252,6 +252,47 @@ impl Grants {
         Ok(grants.len())
     }
 
+    /// Studies that have at least one grant (revoked ones included).
+    pub fn granted_studies(&self) -> Result<Vec<StudyUid>, AccountError> {
+        let p = k("GS", &[""]); // "GS\0"
+        let mut out: Vec<StudyUid> = Vec::new();
+        for key in self.tree.scan_prefix(&p).keys() {
+            let key = key?;
+            let rest = &key[p.len()..];
+            let uid = rest.split(|b| *b == 0).next().unwrap_or_default();
+            if let Ok(s) = StudyUid::parse(&String::from_utf8_lossy(uid))
+                && out.last() != Some(&s)
+            {
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Drop the grants of every study `stored` says is gone; returns how many studies.
+    ///
+    /// Run at start-up. DELETE removes a study's index entries (flushed) and then its grants;
+    /// the two live in different sled trees, so a crash between the two steps would leave
+    /// grants to a study that no longer exists (and that would show it again to the grantees
+    /// if the same Study UID were ever stored again). Sweeping here makes the pair consistent
+    /// after any crash; the same goes for a grant created while its study was being deleted.
+    pub fn forget_missing_studies<E>(
+        &self,
+        stored: impl Fn(&StudyUid) -> Result<bool, E>,
+    ) -> Result<usize, E>
+    where
+        E: From<AccountError>,
+    {
+        let mut gone = 0;
+        for study in self.granted_studies()? {
+            if !stored(&study)? {
+                self.forget_study(&study)?;
+                gone += 1;
+            }
+        }
+        Ok(gone)
+    }
+
     /// Is the study visible to this account through a live grant?
     pub fn visible(&self, user: &Id, study: &StudyUid) -> Result<bool, AccountError> {
         Ok(self
@@ -349,5 +390,39 @@ mod tests {
         assert!(!g.visible(&pat, &study).unwrap());
         assert!(!g.visible(&fac, &study).unwrap());
         assert_eq!(g.claim(&code, &pat, 5).unwrap(), Claim::Refused);
+    }
+
+    #[test]
+    fn start_up_sweep_drops_grants_of_studies_no_longer_stored_and_only_those() {
+        let (_d, g) = grants();
+        let fac = Id::random();
+        // "1.2.3" sorts just before "1.2.3.4": the sweep must tell them apart.
+        let studies = ["1.2.3", "1.2.3.4", "1.2.30"].map(|s| StudyUid::parse(s).unwrap());
+        for study in &studies {
+            for _ in 0..2 {
+                g.create(&Grant {
+                    id: Id::random(),
+                    study: study.clone(),
+                    kind: GrantKind::Facility {
+                        account_id: fac.clone(),
+                    },
+                    created_by: Id::random(),
+                    created_ms: 1,
+                    revoked_ms: None,
+                })
+                .unwrap();
+            }
+        }
+        assert_eq!(g.granted_studies().unwrap(), studies.to_vec());
+        let stored = |s: &StudyUid| Ok::<_, AccountError>(s.as_str() != "1.2.3.4");
+        assert_eq!(g.forget_missing_studies(stored).unwrap(), 1);
+        assert!(g.of_study(&studies[1]).unwrap().is_empty());
+        assert!(!g.visible(&fac, &studies[1]).unwrap());
+        for kept in [&studies[0], &studies[2]] {
+            assert_eq!(g.of_study(kept).unwrap().len(), 2);
+            assert!(g.visible(&fac, kept).unwrap());
+        }
+        // Nothing left to sweep.
+        assert_eq!(g.forget_missing_studies(stored).unwrap(), 0);
     }
 }

@@ -8,7 +8,8 @@
 //! study and series aggregates and owner entry in one sled batch (flushed), then derived data
 //! (thumbnails), the search catalog rows and the files. This module then drops the cached
 //! series metadata and, when the study has no instance left, the study's grants. A crash in the
-//! middle leaves the object either whole or gone, never half: see `Store::delete`.
+//! middle leaves the object either whole or gone, never half: see `Store::delete`; grants that
+//! a crash left behind are swept at start-up (`Grants::forget_missing_studies`).
 
 use actix_web::{HttpResponse, web};
 use serde_json::json;
