@@ -246,6 +246,62 @@ def test_patient_journey(server, ct, page_factory, sign_in, shot, tmp_path):
         "() => { const i = document.querySelector('[data-testid=viewer-stage] img.frame');"
         " return i && !i.src.includes('window=') && i.complete && i.naturalWidth > 0; }")
 
+    # Zoom and pan: buttons, keys, double click, drag mode "Pan"; the image grows on screen and
+    # moves with the drag, and never leaves the stage.
+    def img_box():
+        """The picture's own rectangle on screen (the <img> box is the stage's; object-fit:
+        contain letterboxes the picture inside it)."""
+        return page.evaluate(
+            "() => { const i = document.querySelector('[data-testid=viewer-stage] img.frame');"
+            " const r = i.getBoundingClientRect();"
+            " const k = Math.min(r.width / i.naturalWidth, r.height / i.naturalHeight);"
+            " const w = i.naturalWidth * k, h = i.naturalHeight * k;"
+            " return [r.x + (r.width - w) / 2, r.y + (r.height - h) / 2, w, h]; }")
+    fit = img_box()
+    zoom_text = page.locator("[data-testid=viewer-zoom]")
+    assert zoom_text.inner_text() == "100%"
+    assert page.get_by_role("button", name="Zoom out").is_disabled()
+    page.get_by_role("button", name="Zoom in").click()
+    page.get_by_role("button", name="Zoom in").click()
+    assert zoom_text.inner_text() == "225%"
+    assert stage.get_attribute("data-zoom") == "2.25"
+    zoomed = img_box()
+    assert abs(zoomed[2] - 2.25 * fit[2]) < 2 and abs(zoomed[3] - 2.25 * fit[3]) < 2, (fit, zoomed)
+    page.get_by_role("button", name="Pan", exact=True).click()
+    box = stage.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(cx, cy)
+    page.mouse.down()
+    for i in range(1, 11):
+        page.mouse.move(cx + 10 * i, cy + 5 * i)
+    page.mouse.up()
+    moved = img_box()
+    assert abs(moved[0] - zoomed[0] - 100) < 2 and abs(moved[1] - zoomed[1] - 50) < 2, (zoomed, moved)
+    # A huge drag stops at the image's edge: the stage stays covered.
+    page.mouse.move(cx, cy)
+    page.mouse.down()
+    page.mouse.move(cx + 3000, cy + 3000, steps=5)
+    page.mouse.up()
+    edge = img_box()
+    # The picture's left and top edges have come to the stage's, no further (2.25 × the fitted
+    # picture is larger than the stage both ways here).
+    assert abs(edge[0] - box["x"]) < 1.5 and abs(edge[1] - box["y"]) < 1.5, (box, edge)
+    assert "Zoom 225%" in stage.inner_text()
+    shot(page, "patient-viewer-zoom-desktop")
+    stage.focus()
+    page.keyboard.press("0")
+    assert stage.get_attribute("data-zoom") == "1" and zoom_text.inner_text() == "100%"
+    assert abs(img_box()[0] - fit[0]) < 1, "fit puts the image back"
+    page.keyboard.press("+")
+    assert stage.get_attribute("data-zoom") == "1.5"
+    page.keyboard.press("-")
+    assert stage.get_attribute("data-zoom") == "1"
+    stage.dblclick()
+    assert stage.get_attribute("data-zoom") == "2"
+    stage.dblclick()
+    assert stage.get_attribute("data-zoom") == "1"
+    page.get_by_role("button", name="Window", exact=True).click()
+
     # Download (ZIP): every entry is a DICOM file of this study.
     with page.expect_download() as dl_info:
         page.get_by_role("link", name="Download (ZIP)").click()
@@ -350,6 +406,17 @@ def test_phone(server, ct, claimed, page_factory, sign_in, shot):
     page.wait_for_function(
         "() => +document.querySelector('[data-testid=viewer-counter]').textContent.split(' / ')[0] > 5")
     wait_image(page, "[data-testid=viewer-stage] img.frame")
+    # Two fingers spreading apart zoom in; the image under them grows.
+    before = page.evaluate("() => document.querySelector('[data-testid=viewer-stage] img.frame')"
+                           ".getBoundingClientRect().width")
+    pinch(page, cx, cy, 30, 120)
+    z = float(stage.get_attribute("data-zoom"))
+    assert 3.0 < z <= 4.5, z  # 240 px apart from 60: 4×, give or take the first move
+    after = page.evaluate("() => document.querySelector('[data-testid=viewer-stage] img.frame')"
+                          ".getBoundingClientRect().width")
+    assert after > 2.5 * before, (before, after)
+    page.get_by_role("button", name="Fit the image to the screen").click()
+    assert stage.get_attribute("data-zoom") == "1"
     check_page(page, "study (phone)")
     shot(page, "patient-study-phone")
     page.get_by_role("button", name="Show who accessed this study").click()
@@ -358,6 +425,20 @@ def test_phone(server, ct, claimed, page_factory, sign_in, shot):
     no_xss(page)
     assert page.lightbox_errors == [], page.lightbox_errors
     assert assets.total() <= BUDGET_BYTES
+
+
+def pinch(page, cx, cy, r0, r1, steps=12):
+    """A two-finger pinch about (cx, cy), the fingers going from r0 to r1 px off the centre
+    horizontally, as real touch input (Chrome DevTools Protocol)."""
+    cdp = page.context.new_cdp_session(page)
+
+    def points(r):
+        return [{"x": cx - r, "y": cy, "id": 1}, {"x": cx + r, "y": cy, "id": 2}]
+    cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": points(r0)})
+    for i in range(1, steps + 1):
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": points(r0 + (r1 - r0) * i / steps)})
+    cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+    cdp.detach()
 
 
 def swipe(page, x0, y0, x1, y1, steps=12):

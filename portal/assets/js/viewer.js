@@ -4,6 +4,10 @@
 // or (drag mode "Image") a swipe. Window/level: presets (CT: soft tissue, lung, bone, brain) or
 // drag on the image (horizontal = width, vertical = center), sent as `?window=center,width`
 // after a short pause (debounced), with the current values shown.
+// Zoom: the buttons, + / - / 0 keys, a double click (2× there, again to fit) or a two-finger
+// pinch; drag mode "Pan" (or a pinch) moves a zoomed image. Zoom is a CSS transform of the
+// rendered image; when the zoomed image needs more pixels than were rendered, a larger viewport
+// is asked for (never more than the image's own Rows×Columns).
 
 import { dicomUrl, value, TAG } from './api.js';
 import { h } from './ui.js';
@@ -21,6 +25,10 @@ const CACHE_MAX = 96;
 const WINDOW_DEBOUNCE_MS = 150;
 const WHEEL_STEP = 100; // pixels of wheel delta per image (one notch)
 const SWIPE_STEP = 16; // pixels of finger travel per image
+const ZOOM_MIN = 1;
+const ZOOM_MAX = 8;
+const ZOOM_STEP = 1.5;
+const ZOOM_RENDER_DEBOUNCE_MS = 250;
 
 let viewerSeq = 0;
 
@@ -61,7 +69,9 @@ export function createViewer({ study, series, instances, modality, label }) {
   const n = images.length;
   const first = sorted[0];
   const base = first ? defaultWindow(first) : { c: 128, w: 256 };
-  const maxDim = Math.max(num(value(first, '00280010')) ?? 0, num(value(first, '00280011')) ?? 0);
+  const imgH = num(value(first, '00280010')) ?? 0; // Rows
+  const imgW = num(value(first, '00280011')) ?? 0; // Columns
+  const maxDim = Math.max(imgW, imgH);
   const presets = modality === 'CT' ? CT_PRESETS : CT_PRESETS.slice(0, 1);
 
   let cur = 0;
@@ -72,18 +82,22 @@ export function createViewer({ study, series, instances, modality, label }) {
   let timer = 0;
   let destroyed = false;
   let mode = 'window';
+  let zoom = 1;
+  let pan = { x: 0, y: 0 }; // CSS px, applied after scaling about the stage centre
+  let zoomTimer = 0;
   const cache = new Map(); // url → Image (insertion order = LRU)
 
   // --- DOM -------------------------------------------------------------------------------
   const empty = h('p', { class: 'viewer-empty' }, n ? 'Loading…' : 'This series has no images to show.');
   const counterOverlay = h('span', { class: 'ov-counter' });
   const wlOverlay = h('span', { class: 'ov-wl' });
+  const zoomOverlay = h('span', { class: 'ov-zoom' });
   const status = h('p', { class: 'viewer-status', hidden: true, attrs: { role: 'alert' } });
   const frame = h('div', { class: 'frame-box' }, empty);
   const stage = h('div', {
     class: 'stage', tabIndex: 0,
     attrs: { role: 'application', 'aria-roledescription': 'image viewer', 'aria-describedby': `${id}-help`, 'data-testid': 'viewer-stage' },
-  }, frame, h('div', { class: 'overlay', attrs: { 'aria-hidden': 'true' } }, counterOverlay, h('br'), wlOverlay), status);
+  }, frame, h('div', { class: 'overlay', attrs: { 'aria-hidden': 'true' } }, counterOverlay, h('br'), wlOverlay, h('br'), zoomOverlay), status);
 
   const slider = h('input', {
     type: 'range', id: `${id}-slider`, min: 1, max: Math.max(n, 1), step: 1, value: 1, disabled: n < 2,
@@ -97,15 +111,20 @@ export function createViewer({ study, series, instances, modality, label }) {
     b.addEventListener('click', () => setWindow(p ? { ...p } : null, true));
     return b;
   });
-  const modeButtons = [['window', 'Window'], ['image', 'Image']].map(([m, text]) => {
+  const modeButtons = [['window', 'Window'], ['image', 'Image'], ['pan', 'Pan']].map(([m, text]) => {
     const b = h('button', { type: 'button', dataset: { mode: m }, attrs: { 'aria-pressed': String(m === mode) } }, text);
     b.addEventListener('click', () => {
       mode = m;
       for (const x of modeButtons) x.setAttribute('aria-pressed', String(x === b));
       stage.classList.toggle('mode-image', m === 'image');
+      stage.classList.toggle('mode-pan', m === 'pan');
     });
     return b;
   });
+  const zoomIn = h('button', { type: 'button', dataset: { zoom: 'in' }, attrs: { 'aria-label': 'Zoom in' }, disabled: !n }, '+');
+  const zoomOut = h('button', { type: 'button', dataset: { zoom: 'out' }, attrs: { 'aria-label': 'Zoom out' }, disabled: true }, '−');
+  const zoomFit = h('button', { type: 'button', dataset: { zoom: 'fit' }, attrs: { 'aria-label': 'Fit the image to the screen' }, disabled: true }, 'Fit');
+  const zoomText = h('output', { class: 'zoom', attrs: { 'aria-live': 'polite', 'data-testid': 'viewer-zoom' } });
 
   const el = h('section', { class: 'viewer', attrs: { 'aria-label': `Viewer: ${label}` } },
     stage,
@@ -119,22 +138,28 @@ export function createViewer({ study, series, instances, modality, label }) {
       wlText),
     h('div', { class: 'controls' },
       h('div', { class: 'group', attrs: { role: 'group', 'aria-label': 'Dragging on the image changes' } },
-        h('span', { class: 'group-label', attrs: { 'aria-hidden': 'true' } }, 'Drag changes:'), modeButtons)),
+        h('span', { class: 'group-label', attrs: { 'aria-hidden': 'true' } }, 'Drag changes:'), modeButtons),
+      h('div', { class: 'group', attrs: { role: 'group', 'aria-label': 'Zoom' } },
+        h('span', { class: 'group-label', attrs: { 'aria-hidden': 'true' } }, 'Zoom:'), zoomOut, zoomIn, zoomFit, zoomText)),
     h('p', { id: `${id}-help`, class: 'viewer-help' },
       'Mouse wheel, arrow keys, Page Up/Down and Home/End move through the images. ',
       'Drag on the image: left/right changes the contrast (width), up/down the brightness (level); ',
-      'with “Image” a drag or swipe moves through the images.'));
+      'with “Image” a drag or swipe moves through the images; with “Pan” it moves a zoomed image. ',
+      'Zoom with + and − (0 fits), a double click, or two fingers.'));
 
   // --- images ------------------------------------------------------------------------------
+  /** The viewport to render at: the stage's device pixels times the zoom, rounded up to 256,
+   * or '' (native Rows×Columns) when that is at least the image's size. */
+  function wantedViewport() {
+    const px = Math.max(stage.clientWidth, stage.clientHeight) * (window.devicePixelRatio || 1) * zoom;
+    if (!(px > 0) || maxDim <= px) return '';
+    const vp = Math.ceil(px / 256) * 256;
+    return `${vp},${vp}`;
+  }
+
   function ensureViewport() {
     if (viewport !== null || !maxDim) return;
-    const px = Math.max(stage.clientWidth, stage.clientHeight) * (window.devicePixelRatio || 1);
-    if (px > 0 && maxDim > px) {
-      const vp = Math.ceil(px / 256) * 256;
-      viewport = `${vp},${vp}`;
-    } else {
-      viewport = '';
-    }
+    viewport = wantedViewport();
   }
 
   function url(i, w = win) {
@@ -246,6 +271,51 @@ export function createViewer({ study, series, instances, modality, label }) {
     else timer = setTimeout(() => show(cur), WINDOW_DEBOUNCE_MS);
   }
 
+  // --- zoom and pan ------------------------------------------------------------------------
+  function clampZoom(z) {
+    return Math.min(ZOOM_MAX, Math.max(ZOOM_MIN, Number.isFinite(z) ? z : 1));
+  }
+
+  /** Sets the zoom (about the stage centre) and the pan; the pan is kept within the zoomed
+   * image, so the image can never be pushed off the stage. */
+  function setZoom(z, to = null) {
+    z = clampZoom(z);
+    const old = zoom;
+    zoom = Math.abs(z - 1) < 0.01 ? 1 : z;
+    let p = to ?? { x: pan.x * (zoom / old), y: pan.y * (zoom / old) };
+    // The image is fitted inside the stage (letterboxed): only the part of the zoomed picture
+    // wider or taller than the stage may move, so an edge never comes away from the stage's.
+    const sw = stage.clientWidth;
+    const sh = stage.clientHeight;
+    const fitScale = imgW && imgH ? Math.min(sw / imgW, sh / imgH) : 0;
+    const maxX = Math.max(0, (imgW * fitScale * zoom - sw) / 2);
+    const maxY = Math.max(0, (imgH * fitScale * zoom - sh) / 2);
+    p = { x: Math.max(-maxX, Math.min(maxX, p.x)), y: Math.max(-maxY, Math.min(maxY, p.y)) };
+    pan = p;
+    frame.style.transform = zoom === 1 ? '' : `translate(${p.x}px, ${p.y}px) scale(${zoom})`;
+    stage.dataset.zoom = String(Math.round(zoom * 100) / 100);
+    stage.classList.toggle('zoomed', zoom > 1);
+    const pct = `${Math.round(zoom * 100)}%`;
+    zoomText.value = pct;
+    zoomText.textContent = pct;
+    zoomOverlay.textContent = zoom === 1 ? '' : `Zoom ${pct}`;
+    zoomOut.disabled = zoom <= ZOOM_MIN;
+    zoomFit.disabled = zoom === 1;
+    zoomIn.disabled = !n || zoom >= ZOOM_MAX;
+    // More pixels when the zoomed image needs them (after the gesture settles).
+    clearTimeout(zoomTimer);
+    if (maxDim && viewport !== null) {
+      zoomTimer = setTimeout(() => {
+        const vp = wantedViewport();
+        // Only ever sharper: a viewport is replaced by a larger one or by the native size.
+        if (!destroyed && viewport !== '' && (vp === '' || parseInt(vp, 10) > parseInt(viewport, 10))) {
+          viewport = vp;
+          show(cur);
+        }
+      }, ZOOM_RENDER_DEBOUNCE_MS);
+    }
+  }
+
   // --- input -------------------------------------------------------------------------------
   slider.addEventListener('input', () => show(Number(slider.value) - 1));
   prev.addEventListener('click', () => show(cur - 1));
@@ -257,7 +327,14 @@ export function createViewer({ study, series, instances, modality, label }) {
       ArrowDown: cur + 1, ArrowRight: cur + 1, ArrowUp: cur - 1, ArrowLeft: cur - 1,
       PageDown: cur + step, PageUp: cur - step, Home: 0, End: n - 1,
     }[ev.key];
-    if (to === undefined || ev.altKey || ev.ctrlKey || ev.metaKey) return;
+    if (ev.altKey || ev.ctrlKey || ev.metaKey) return;
+    const z = { '+': zoom * ZOOM_STEP, '=': zoom * ZOOM_STEP, '-': zoom / ZOOM_STEP, 0: 1 }[ev.key];
+    if (z !== undefined && n) {
+      ev.preventDefault();
+      setZoom(z);
+      return;
+    }
+    if (to === undefined) return;
     ev.preventDefault();
     show(to);
   });
@@ -282,19 +359,54 @@ export function createViewer({ study, series, instances, modality, label }) {
   }, { passive: false });
 
   let drag = null;
+  const pointers = new Map(); // pointerId → {x, y}: two of them make a pinch
+  let pinch = null;
+  function pinchState() {
+    const [a, b] = [...pointers.values()];
+    return { d: Math.max(1, Math.hypot(a.x - b.x, a.y - b.y)), mx: (a.x + b.x) / 2, my: (a.y + b.y) / 2 };
+  }
   stage.addEventListener('pointerdown', (ev) => {
     if (ev.button !== 0 || !n) return;
     stage.focus({ preventScroll: true });
     try { stage.setPointerCapture(ev.pointerId); } catch { /* a pointer the browser does not track */ }
-    drag = { x: ev.clientX, y: ev.clientY, id: ev.pointerId, win: { ...(win ?? base) }, index: cur, moved: false };
+    pointers.set(ev.pointerId, { x: ev.clientX, y: ev.clientY });
     ev.preventDefault();
+    if (pointers.size === 2) {
+      // A second finger: the one-finger gesture stops (a window change so far is kept) and
+      // the two fingers zoom and move the image.
+      if (drag?.moved && mode === 'window') setWindow(win, true);
+      drag = null;
+      pinch = { start: pinchState(), zoom, pan: { ...pan } };
+      return;
+    }
+    if (pointers.size > 2) return;
+    drag = { x: ev.clientX, y: ev.clientY, id: ev.pointerId, win: { ...(win ?? base) }, index: cur, moved: false, pan: { ...pan } };
   });
   stage.addEventListener('pointermove', (ev) => {
+    if (pointers.has(ev.pointerId)) pointers.set(ev.pointerId, { x: ev.clientX, y: ev.clientY });
+    if (pinch && pointers.size === 2) {
+      const now = pinchState();
+      const rect = stage.getBoundingClientRect();
+      // Keep the stage point under the fingers' midpoint under it while scaling.
+      const cx = rect.left + rect.width / 2;
+      const cy = rect.top + rect.height / 2;
+      const z = clampZoom(pinch.zoom * (now.d / pinch.start.d));
+      const k = z / pinch.zoom;
+      setZoom(z, {
+        x: (now.mx - cx) - k * (pinch.start.mx - cx - pinch.pan.x),
+        y: (now.my - cy) - k * (pinch.start.my - cy - pinch.pan.y),
+      });
+      return;
+    }
     if (!drag || ev.pointerId !== drag.id) return;
     const dx = ev.clientX - drag.x;
     const dy = ev.clientY - drag.y;
     if (!drag.moved && Math.hypot(dx, dy) < 3) return;
     drag.moved = true;
+    if (mode === 'pan') {
+      setZoom(zoom, { x: drag.pan.x + dx, y: drag.pan.y + dy });
+      return;
+    }
     if (mode === 'image') {
       const d = Math.abs(dx) > Math.abs(dy) ? -dx : dy;
       const to = drag.index + Math.trunc(d / SWIPE_STEP);
@@ -306,15 +418,34 @@ export function createViewer({ study, series, instances, modality, label }) {
     setWindow({ c: drag.win.c + dy * k, w: Math.max(1, drag.win.w + dx * k) }, false);
   });
   const endDrag = (ev) => {
+    pointers.delete(ev.pointerId);
+    if (pointers.size < 2) pinch = null;
     if (!drag || ev.pointerId !== drag.id) return;
     const moved = drag.moved;
     drag = null;
     if (moved && mode === 'window') setWindow(win, true);
   };
+  stage.addEventListener('dblclick', (ev) => {
+    if (!n) return;
+    ev.preventDefault();
+    if (zoom > 1) {
+      setZoom(1);
+      return;
+    }
+    // 2× about the clicked point.
+    const rect = stage.getBoundingClientRect();
+    const px = ev.clientX - (rect.left + rect.width / 2);
+    const py = ev.clientY - (rect.top + rect.height / 2);
+    setZoom(2, { x: -px, y: -py });
+  });
+  zoomIn.addEventListener('click', () => setZoom(zoom * ZOOM_STEP));
+  zoomOut.addEventListener('click', () => setZoom(zoom / ZOOM_STEP));
+  zoomFit.addEventListener('click', () => setZoom(1));
   stage.addEventListener('pointerup', endDrag);
   stage.addEventListener('pointercancel', endDrag);
 
   showWL();
+  setZoom(1);
   if (n) {
     counter.textContent = `1 / ${n}`;
     // The first image once the stage is in the page (its size chooses the viewport).
@@ -327,6 +458,7 @@ export function createViewer({ study, series, instances, modality, label }) {
     destroy() {
       destroyed = true;
       clearTimeout(timer);
+      clearTimeout(zoomTimer);
       for (const im of cache.values()) if (!im.complete) im.src = '';
       cache.clear();
     },
