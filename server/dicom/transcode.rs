@@ -6,7 +6,8 @@
 //! JPEG 2000 via OpenJPEG's Rust port, JPEG-LS via CharLS; encoders: JPEG-LS lossless via
 //! CharLS, JPEG 2000 lossless via [`super::j2k`]), then fix
 //! what a decompression changes: PlanarConfiguration, and LossyImageCompression when the source
-//! was lossy.
+//! was lossy. 12-bit JPEG, which dicom-pixeldata cannot decode, is first decoded to native
+//! samples by our own decoder ([`crate::render::jpeg12`]).
 
 use std::path::Path;
 
@@ -133,6 +134,7 @@ pub fn convert(path: &Path, target: &str) -> Result<Vec<u8>, String> {
         .get(target)
         .ok_or_else(|| format!("transfer syntax {target} is not known"))?;
     let was_encapsulated = !is_native(&source);
+    decode_12_bit_jpeg(&mut obj, &source)?;
     if target == J2K_LOSSLESS {
         // Through native samples, then our own encoder (see `j2k`).
         let ele = TransferSyntaxRegistry.get(EXPLICIT_LE).expect("built in");
@@ -176,6 +178,104 @@ pub fn convert(path: &Path, target: &str) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     obj.write_all(&mut out)
         .map_err(|e| format!("cannot write {target}: {e}"))?;
+    Ok(out)
+}
+
+/// 12-bit JPEG (JPEG baseline/extended with Bits Stored above 8): every frame decoded with
+/// [`crate::render::jpeg12`] into native 16-bit samples (YBR converted to RGB, as the 8-bit
+/// decoder does), and the object relabelled Explicit VR Little Endian, so the conversion goes on
+/// from native data. Anything else is left alone.
+fn decode_12_bit_jpeg(
+    obj: &mut dicom_object::DefaultDicomObject,
+    source: &str,
+) -> Result<(), String> {
+    use crate::render::jpeg12;
+    if !matches!(source, "1.2.840.10008.1.2.4.50" | "1.2.840.10008.1.2.4.51") {
+        return Ok(());
+    }
+    let int = |tag| {
+        obj.get(tag)
+            .and_then(|e| e.to_int::<u32>().ok())
+            .map(|v| v as usize)
+    };
+    if int(tags::BITS_STORED).unwrap_or(8) <= 8 {
+        return Ok(());
+    }
+    let (rows, cols) = (
+        int(tags::ROWS).unwrap_or(0),
+        int(tags::COLUMNS).unwrap_or(0),
+    );
+    let spp = int(tags::SAMPLES_PER_PIXEL).unwrap_or(1);
+    let frames = int(tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1);
+    let pi = obj
+        .get(tags::PHOTOMETRIC_INTERPRETATION)
+        .and_then(|e| e.to_str().ok())
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    let pixel_data = obj.get(tags::PIXEL_DATA).ok_or("no Pixel Data")?;
+    let fragments = pixel_data
+        .value()
+        .fragments()
+        .ok_or("the Pixel Data is not encapsulated")?;
+    let jpegs = split_jpeg_frames(fragments, frames)?;
+    let mut samples: Vec<u16> = Vec::with_capacity(rows * cols * spp * frames);
+    let mut rgb = false;
+    for (i, jpeg) in jpegs.iter().enumerate() {
+        let mut img = jpeg12::decode(jpeg, rows * cols)
+            .map_err(|e| format!("cannot decode 12-bit JPEG frame {}: {e}", i + 1))?;
+        if (img.width, img.height, img.components) != (cols, rows, spp) {
+            return Err(format!(
+                "JPEG frame {} is {}×{}×{}, the header says {cols}×{rows}×{spp}",
+                i + 1,
+                img.width,
+                img.height,
+                img.components
+            ));
+        }
+        if spp == 3 && (pi.starts_with("YBR") || crate::render::pixels::jpeg_declares_ycc(jpeg)) {
+            jpeg12::ycbcr_to_rgb(&mut img);
+            rgb = true;
+        }
+        samples.extend_from_slice(&img.samples);
+    }
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OW,
+        PrimitiveValue::U16(samples.into()),
+    ));
+    obj.put(DataElement::new(
+        tags::BITS_ALLOCATED,
+        VR::US,
+        PrimitiveValue::from(16u16),
+    ));
+    if rgb {
+        obj.put(DataElement::new(
+            tags::PHOTOMETRIC_INTERPRETATION,
+            VR::CS,
+            PrimitiveValue::from("RGB"),
+        ));
+    }
+    let ele = TransferSyntaxRegistry.get(EXPLICIT_LE).expect("built in");
+    obj.update_meta(|m| m.set_transfer_syntax(ele));
+    Ok(())
+}
+
+/// The JPEG stream of each frame: every fragment starting with an SOI marker begins a frame
+/// (PS3.5 A.4: a frame may span fragments, a fragment never holds two frames).
+fn split_jpeg_frames(fragments: &[Vec<u8>], frames: usize) -> Result<Vec<Vec<u8>>, String> {
+    let mut out: Vec<Vec<u8>> = Vec::with_capacity(frames);
+    for f in fragments {
+        if f.starts_with(&[0xFF, 0xD8]) || out.is_empty() {
+            out.push(Vec::new());
+        }
+        out.last_mut().expect("pushed").extend_from_slice(f);
+    }
+    if out.len() != frames {
+        return Err(format!(
+            "{} JPEG streams in the Pixel Data for {frames} frame(s)",
+            out.len()
+        ));
+    }
     Ok(out)
 }
 

@@ -4,6 +4,7 @@
 //! [`render`] is blocking and CPU-bound: callers run it through a [`Gate`], which bounds the
 //! rendering threads to the cores and the queue behind them.
 
+pub mod jpeg12;
 pub mod lut;
 pub mod output;
 pub mod params;

@@ -189,25 +189,49 @@ fn decode_error(e: impl std::fmt::Display) -> RenderError {
     RenderError::Decode(format!("the pixel data cannot be decoded: {e}"))
 }
 
-/// JPEG lossy (Baseline / Extended) with more than 8 bits: 12-bit JPEG, which no pure-Rust
-/// decoder handles. Refused before decoding, with a message saying so.
-fn refuse_12_bit_jpeg(ts: &str, header: &InMemDicomObject) -> Result<(), RenderError> {
-    let lossy_jpeg = matches!(ts, "1.2.840.10008.1.2.4.50" | "1.2.840.10008.1.2.4.51");
-    let bits = u16_of(header, tags::BITS_STORED).unwrap_or(8);
-    if lossy_jpeg && bits > 8 {
-        return Err(RenderError::Unsupported(format!(
-            "it is JPEG Extended with {bits}-bit samples, which this server cannot decode (no \
-             pure-Rust 12-bit JPEG decoder exists); retrieve it as stored (WADO-RS) and view it \
-             in a DICOM viewer"
+/// JPEG lossy (Baseline / Extended) with more than 8 bits stored: 12-bit JPEG, which
+/// dicom-pixeldata's decoder (jpeg-decoder) refuses; decoded by our own [`super::jpeg12`].
+fn is_12_bit_jpeg(ts: &str, header: &InMemDicomObject) -> bool {
+    matches!(ts, "1.2.840.10008.1.2.4.50" | "1.2.840.10008.1.2.4.51")
+        && u16_of(header, tags::BITS_STORED).unwrap_or(8) > 8
+}
+
+/// A 12-bit JPEG frame: samples as stored (Bits Stored of the header, unsigned in the stream;
+/// a signed Pixel Representation is sign-extended later by the pipeline), YBR converted to RGB
+/// like the 8-bit decoder does.
+fn jpeg12_frame(
+    header: &InMemDicomObject,
+    jpeg: &[u8],
+    stored_pi: &str,
+) -> Result<Frame, RenderError> {
+    let mut f = header_frame(header, Vec::new())?;
+    let mut img =
+        super::jpeg12::decode(jpeg, (f.rows as usize) * (f.cols as usize)).map_err(|e| {
+            RenderError::Decode(format!("the 12-bit JPEG frame cannot be decoded: {e}"))
+        })?;
+    if img.components != usize::from(f.spp) {
+        return Err(RenderError::Decode(format!(
+            "the JPEG frame has {} components, the header says {} samples per pixel",
+            img.components, f.spp
         )));
     }
-    Ok(())
+    if img.components == 3 && (stored_pi.starts_with("YBR") || jpeg_declares_ycc(jpeg)) {
+        super::jpeg12::ycbcr_to_rgb(&mut img);
+        f.photometric = "RGB".into();
+    }
+    (f.rows, f.cols) = (img.height as u32, img.width as u32);
+    f.bits_allocated = 16;
+    f.bits_stored = f.bits_stored.clamp(1, u16::from(img.precision).max(8));
+    f.high_bit = f.bits_stored - 1;
+    f.planar = false;
+    f.data = img.samples.iter().flat_map(|v| v.to_le_bytes()).collect();
+    Ok(f)
 }
 
 /// Whether a JPEG stream declares YCbCr coding: a JFIF APP0 segment, or an Adobe APP14 segment
 /// with transform 1. Without either, a DICOM image labelled RGB was compressed without a colour
 /// transform (PS3.5 8.2.1), and must not be converted from YCbCr.
-fn jpeg_declares_ycc(jpeg: &[u8]) -> bool {
+pub(crate) fn jpeg_declares_ycc(jpeg: &[u8]) -> bool {
     let mut i = 2;
     while i + 4 <= jpeg.len() && jpeg[i] == 0xFF {
         let marker = jpeg[i + 1];
@@ -351,7 +375,6 @@ pub fn frame(
                         "pixel data stored in transfer syntax {ts} cannot be decoded by this server"
                     )));
                 }
-                refuse_12_bit_jpeg(ts, header)?;
                 let StoredFrame::Bytes { fragments } = stored else {
                     return Err(RenderError::Decode("unexpected bit-packed frame".into()));
                 };
@@ -364,6 +387,9 @@ pub fn frame(
                 let bits = u16_of(header, tags::BITS_ALLOCATED).unwrap_or(8);
                 if ts == "1.2.840.10008.1.2.5" && bits == 32 {
                     return rle_decode(header, &pieces.concat());
+                }
+                if is_12_bit_jpeg(ts, header) {
+                    return jpeg12_frame(header, &pieces.concat(), &stored_pi);
                 }
                 if matches!(ts, "1.2.840.10008.1.2.4.50" | "1.2.840.10008.1.2.4.51")
                     && spp == 3
