@@ -232,6 +232,8 @@ struct Component {
 struct Idct {
     /// c[x][u] = C(u)/2 · cos((2x+1)uπ/16)
     c: [[f32; 8]; 8],
+    /// The transpose: ct[u][x] = c[x][u].
+    ct: [[f32; 8]; 8],
 }
 
 impl Idct {
@@ -249,31 +251,49 @@ impl Idct {
                     as f32;
             }
         }
-        Idct { c }
+        let mut ct = [[0f32; 8]; 8];
+        for (x, row) in c.iter().enumerate() {
+            for (u, &v) in row.iter().enumerate() {
+                ct[u][x] = v;
+            }
+        }
+        Idct { c, ct }
     }
 
     /// T.81 A.3.3 inverse DCT of dequantised coefficients (natural order), level shift,
-    /// clamp to the precision; written into `out` (row stride `stride`).
+    /// clamp to the precision; written into `out` (row stride `stride`). Separable: rows, then
+    /// columns, each written as sums of 8-wide vectors (which the compiler vectorises), and
+    /// zero coefficients and zero rows (most of them, after quantisation) skipped.
     fn block(&self, f: &[i32; 64], precision: u8, out: &mut [u16], stride: usize) {
-        let mut tmp = [0f32; 64];
+        let mut tmp = [[0f32; 8]; 8];
+        let mut rows = [false; 8];
         for v in 0..8 {
-            let row = &f[v * 8..v * 8 + 8];
-            if row.iter().all(|&x| x == 0) {
-                continue;
-            }
-            for (x, cx) in self.c.iter().enumerate() {
-                tmp[v * 8 + x] = cx.iter().zip(row).map(|(c, &f)| c * f as f32).sum();
+            for u in 0..8 {
+                let k = f[v * 8 + u];
+                if k != 0 {
+                    let k = k as f32;
+                    for (t, c) in tmp[v].iter_mut().zip(&self.ct[u]) {
+                        *t += k * c;
+                    }
+                    rows[v] = true;
+                }
             }
         }
         let shift = (1u32 << (precision - 1)) as f32;
         let max = ((1u32 << precision) - 1) as f32;
         for y in 0..8 {
-            for x in 0..8 {
-                let mut s = 0f32;
-                for v in 0..8 {
-                    s += self.c[y][v] * tmp[v * 8 + x];
+            let mut acc = [shift; 8];
+            for v in 0..8 {
+                if rows[v] {
+                    let k = self.c[y][v];
+                    for (a, t) in acc.iter_mut().zip(&tmp[v]) {
+                        *a += k * t;
+                    }
                 }
-                out[y * stride + x] = (s + shift).round().clamp(0.0, max) as u16;
+            }
+            for (o, a) in out[y * stride..y * stride + 8].iter_mut().zip(acc) {
+                // Non-negative after the clamp, so +0.5 and truncation round (no libm call).
+                *o = (a.clamp(0.0, max) + 0.5) as u16;
             }
         }
     }
