@@ -72,6 +72,9 @@ impl Huffman {
             if n > 0 {
                 delta[len] = k as i32 - code;
                 for _ in 0..n {
+                    if code >= (1 << len) {
+                        return Err("a Huffman table has more codes than its lengths allow".into());
+                    }
                     if len as u32 <= LOOKUP_BITS {
                         let shift = LOOKUP_BITS - len as u32;
                         let first = (code as usize) << shift;
@@ -83,9 +86,6 @@ impl Huffman {
                     k += 1;
                 }
                 maxcode[len] = code - 1;
-            }
-            if code > (1 << len) {
-                return Err("a Huffman table has more codes than its lengths allow".into());
             }
             code <<= 1;
         }
@@ -856,6 +856,12 @@ mod tests {
         let sof = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
         jpeg[sof + 1] = 0xC2;
         assert!(decode(&jpeg, 1 << 20).unwrap_err().contains("progressive"));
+        // A Huffman table with more codes than its lengths allow (three 1-bit codes).
+        let mut counts = [0u8; 16];
+        counts[0] = 3;
+        assert!(Huffman::new(&counts, vec![1, 2, 3]).is_err());
+        counts = [255; 16];
+        assert!(Huffman::new(&counts, vec![0; 256]).is_err());
         // Corrupt entropy data never panics.
         let (mut jpeg, _) = encode(32, 32, 1, jpeg_encoder::SamplingFactor::F_1_1, None);
         let sos = jpeg.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
@@ -863,5 +869,29 @@ mod tests {
             jpeg[i] = jpeg[i].wrapping_mul(31).wrapping_add(7);
         }
         let _ = decode(&jpeg, 1 << 20);
+    }
+
+    #[test]
+    fn mutated_streams_never_panic() {
+        let (jpeg, _) = encode(40, 24, 3, jpeg_encoder::SamplingFactor::F_2_2, Some(2));
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..3000 {
+            let mut m = jpeg.clone();
+            for _ in 0..1 + next() % 4 {
+                let i = (next() as usize) % m.len();
+                m[i] = next() as u8;
+            }
+            if next() % 8 == 0 {
+                m.truncate((next() as usize) % m.len());
+            }
+            // Header fields (sizes, counts, table ids) are hit as often as entropy data.
+            let _ = decode(&m, 40 * 24);
+        }
     }
 }
