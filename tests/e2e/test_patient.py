@@ -499,6 +499,34 @@ def test_portal_headers_and_no_inline_script(server):
         assert "localStorage" not in js.text
 
 
+def test_zoom_asks_for_more_pixels_of_a_large_image(server, page_factory, sign_in, tmp_path):
+    """On a phone a 1536-px image is first rendered at a viewport the size of the stage; zoomed
+    in, the viewer asks for the image at its native size (sharper), once the gesture settles."""
+    big = make_ct_series(tmp_path / "big", slices=2, size=1536, patient_name="Big^Image",
+                         patient_id="BIG-1", description="CT large")
+    server.stow(big["paths"])
+    page = page_factory(390, 844)
+    sign_in(page, server.url, server.admin_email, server.admin_password)
+    page.goto(f"{server.url}/#/study/{big['study']}")  # staff: "Open in the viewer"
+    wait_shown(page, big["sops"][0])
+    src = stage_img(page).get_attribute("src")
+    m = re.search(r"viewport=(\d+)%2C\1", src)
+    assert m and int(m.group(1)) < 1536, f"a stage-sized viewport first: {src}"
+    natural = page.evaluate("() => document.querySelector('[data-testid=viewer-stage] img.frame').naturalWidth")
+    assert natural == int(m.group(1)), natural
+    page.get_by_role("button", name="Zoom in").click()
+    page.get_by_role("button", name="Zoom in").click()
+    page.wait_for_function(
+        "() => { const i = document.querySelector('[data-testid=viewer-stage] img.frame');"
+        " return i && !i.src.includes('viewport=') && i.complete && i.naturalWidth === 1536; }")
+    assert page.locator("[data-testid=viewer-stage]").get_attribute("data-zoom") == "2.25"
+    # Moving on keeps the native size (no step back to the smaller viewport).
+    page.get_by_role("button", name="Next image").click()
+    wait_shown(page, big["sops"][1])
+    assert "viewport=" not in stage_img(page).get_attribute("src")
+    assert page.lightbox_errors == [], page.lightbox_errors
+
+
 @pytest.mark.skipif(not __import__("os").environ.get("LIGHTBOX_DOCS_SCREENSHOTS"),
                     reason="set LIGHTBOX_DOCS_SCREENSHOTS=1 to refresh docs/screenshots/")
 def test_readme_screenshots(server, page_factory, sign_in, tmp_path):

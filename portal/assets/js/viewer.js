@@ -154,7 +154,7 @@ export function createViewer({ study, series, instances, modality, label }) {
     const px = Math.max(stage.clientWidth, stage.clientHeight) * (window.devicePixelRatio || 1) * zoom;
     if (!(px > 0) || maxDim <= px) return '';
     const vp = Math.ceil(px / 256) * 256;
-    return `${vp},${vp}`;
+    return vp >= maxDim ? '' : `${vp},${vp}`;
   }
 
   function ensureViewport() {
