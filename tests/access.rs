@@ -1388,6 +1388,16 @@ fn audit_api_filters_and_the_chain_verifies_until_tampered() {
     let users: Vec<&Value> = r.array().iter().map(|r| &r["event"]["user_id"]).collect();
     assert!(users.contains(&&json!(admin_id)), "{}", r.text);
     assert!(users.contains(&&json!(pat_id)), "{}", r.text);
+    // Beside each record, the email of its account (the hashed event itself is unchanged).
+    for rec in r.array() {
+        let want = match rec["event"]["user_id"].as_str() {
+            Some(id) if id == admin_id => json!(ADMIN_EMAIL),
+            Some(id) if id == pat_id => json!("audit@x.org"),
+            _ => Value::Null,
+        };
+        assert_eq!(rec["user_email"], want, "{rec}");
+        assert!(rec["event"].get("user_email").is_none(), "{rec}");
+    }
     assert!(
         r.array().iter().any(|r| r["event"]["outcome"] == "failure"),
         "{}",

@@ -436,6 +436,8 @@ def test_audit_browse_and_filter(server, world, staff_state, page_factory, shot)
     page.wait_for_function("() => [...document.querySelectorAll('.audit-table tbody tr')].every(r => r.dataset.event === '110114')")
     assert rows.count() >= 1
     expect(rows.first).to_contain_text("login")
+    # Accounts are shown by their email (staff see who signed in, not an id).
+    expect(rows.locator("td[data-label=Account] button", has_text=STAFF_EMAIL)).not_to_have_count(0)
     # Filter by study: the grants and claims of Alice's study from the first test.
     page.get_by_label("Event").select_option("110113")
     page.get_by_label("Study UID").fill(alice)

@@ -660,13 +660,8 @@ function localToMs(v) {
   return Number.isFinite(t) ? String(t) : '';
 }
 
-async function auditPage(main, _params, ctx) {
+async function auditPage(main) {
   const q = hashQuery();
-  // Admins can see who an account id is; staff see the id and role.
-  let emails = new Map();
-  if (ctx.me?.role === 'admin') {
-    try { emails = new Map((await api.get('/users')).map((u) => [u.id, u.email])); } catch { /* ids only */ }
-  }
   const from = field('From', { type: 'datetime-local', name: 'from', value: q.get('from') ?? '' });
   const to = field('Until', { type: 'datetime-local', name: 'to', value: q.get('to') ?? '' });
   const ev = field('Event', { tag: 'select', name: 'event', options: AUDIT_EVENTS });
@@ -708,7 +703,7 @@ async function auditPage(main, _params, ctx) {
         cell: (r) => {
           const id = r.event.user_id;
           if (!id) return h('span', { class: 'muted' }, 'anonymous');
-          const who = emails.get(id);
+          const who = r.user_email; // from the server; absent when the account is gone
           return h('span', {},
             h('button', {
               type: 'button', class: 'link', title: id, dataset: { user: id },
