@@ -6,7 +6,10 @@
 //! - an instance rendered to JPEG (default quality) and to PNG, rotating over the slices so that
 //!   every request renders (no If-None-Match is sent, so the server's ETag does not short-cut);
 //! - a cached default thumbnail of an instance and of a series (after one request made it);
-//! - a 256×256 viewport rendering (decode + window + resize + JPEG).
+//! - a 256×256 viewport rendering (decode + window + resize + JPEG);
+//! - one slice compressed as 12-bit JPEG Extended by DCMTK's `dcmcjpeg +ee +bt` (when installed;
+//!   "n/a" otherwise), rendered to JPEG and decoded as a WADO-RS frame (our own decoder,
+//!   `server/render/jpeg12.rs`).
 //!
 //! Timings are reported, never asserted; status codes and media types are checked. Without
 //! `--bench` (`cargo test --benches`) it runs a smoke version (20 samples) when the release
@@ -29,7 +32,34 @@ const ROWS: &[(&str, f64, &str)] = &[
     ("cached thumbnail (instance)", 1.0, "no thumbnail resource"),
     ("cached thumbnail (series)", 1.0, "no thumbnail resource"),
     ("rendered JPEG, viewport 256×256", f64::NAN, "—"),
+    ("rendered JPEG, 12-bit JPEG source", f64::NAN, "—"),
+    ("decoded frame, 12-bit JPEG source", f64::NAN, "—"),
 ];
+
+/// `body` compressed to 12-bit JPEG Extended by `dcmcjpeg` (DCMTK), or `None` without DCMTK.
+fn jpeg12(dir: &std::path::Path, body: &[u8]) -> Res<Option<Vec<u8>>> {
+    let (src, dst) = (dir.join("jpeg12-src.dcm"), dir.join("jpeg12.dcm"));
+    std::fs::write(&src, body).map_err(|e| format!("{}: {e}", src.display()))?;
+    let out = match std::process::Command::new("dcmcjpeg")
+        .args(["+ee", "+bt", "+un"])
+        .arg(&src)
+        .arg(&dst)
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("dcmcjpeg: {e}")),
+    };
+    if !out.status.success() {
+        return Err(format!(
+            "dcmcjpeg: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    std::fs::read(&dst)
+        .map(Some)
+        .map_err(|e| format!("{}: {e}", dst.display()))
+}
 
 fn main() -> ExitCode {
     let full = std::env::args().any(|a| a == "--bench");
@@ -101,6 +131,7 @@ fn measure(
         let r = http
             .get(&u)
             .bearer_auth(token)
+            .header("Accept", media)
             .send()
             .map_err(|e| format!("GET {u}: {e}"))?;
         let status = r.status();
@@ -112,7 +143,7 @@ fn measure(
             .to_owned();
         let body = r.bytes().map_err(|e| format!("GET {u}: {e}"))?;
         let elapsed = t.elapsed().as_secs_f64() * 1e3;
-        if status != 200 || ct != media {
+        if status != 200 || !ct.starts_with(media) {
             return Err(format!(
                 "GET {u}: {status} {ct}: {}",
                 String::from_utf8_lossy(&body[..body.len().min(200)])
@@ -158,6 +189,20 @@ fn run(full: bool) -> Res<()> {
             .collect();
         for chunk in bodies.chunks(10) {
             stow(&server.url, &server.token, chunk)?;
+        }
+        let sop12 = "2.25.2000000000000000000001".to_string();
+        let body12 = jpeg12(
+            &data,
+            &common::ct_instance(&CtSpec {
+                sop_uid: sop12.clone(),
+                instance_number: slices as u32 + 1,
+                slice_z: 300.0,
+                seed: 12,
+                ..base.clone()
+            }),
+        )?;
+        if let Some(b) = &body12 {
+            stow(&server.url, &server.token, std::slice::from_ref(b))?;
         }
         let series = format!(
             "{}/dicom-web/studies/{}/series/{}",
@@ -209,16 +254,51 @@ fn run(full: bool) -> Res<()> {
             samples,
             warmup,
         )?;
-        let results = [jpeg, png, thumb, series_thumb, viewport];
+        let (mut r12, mut f12) = (None, None);
+        if body12.is_some() {
+            let inst12 = format!("{series}/instances/{sop12}");
+            r12 = Some(measure(
+                &http,
+                t,
+                &|_| format!("{inst12}/rendered"),
+                "image/jpeg",
+                samples,
+                warmup,
+            )?);
+            f12 = Some(measure(
+                &http,
+                t,
+                &|_| format!("{inst12}/frames/1"),
+                "application/octet-stream",
+                samples,
+                warmup,
+            )?);
+        }
+        let results = [
+            Some(jpeg),
+            Some(png),
+            Some(thumb),
+            Some(series_thumb),
+            Some(viewport),
+            r12,
+            f12,
+        ];
+        let mut missing = Vec::new();
         let rows: Vec<Row> = ROWS
             .iter()
             .zip(results)
-            .map(|(&(name, target_ms, reference), (ms, bytes))| Row {
-                name,
-                target_ms,
-                reference,
-                ms,
-                bytes,
+            .filter_map(|(&(name, target_ms, reference), m)| {
+                let Some((ms, bytes)) = m else {
+                    missing.push(name);
+                    return None;
+                };
+                Some(Row {
+                    name,
+                    target_ms,
+                    reference,
+                    ms,
+                    bytes,
+                })
             })
             .collect();
         println!();
@@ -242,6 +322,9 @@ fn run(full: bool) -> Res<()> {
                 r.bytes,
                 r.reference
             );
+        }
+        for name in &missing {
+            println!("| {name} | n/a (DCMTK's dcmcjpeg is not installed) | | | | |");
         }
         if full {
             let out = target_dir().join("bench-results");

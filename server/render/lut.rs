@@ -356,22 +356,31 @@ impl Sampler {
     }
 
     /// Maps every sample of the first `count` through `f`, one pass per sample width (the
-    /// per-pixel loop of rendering: kept free of per-sample dispatch).
+    /// per-pixel loop of rendering: kept free of per-sample dispatch). Written as plain loops
+    /// into a zeroed buffer and always inlined, so the closure is inlined into the loop whatever
+    /// the inliner decides elsewhere: as an iterator chain it was once compiled as a separate,
+    /// three times slower fold when unrelated code changed (rendered JPEG 2.3 → 2.9 ms).
+    #[inline(always)]
     fn map_all(&self, data: &[u8], count: usize, f: impl Fn(i64) -> u8) -> Vec<u8> {
+        let mut out = vec![0u8; count];
         match self.bytes {
-            1 => data[..count]
-                .iter()
-                .map(|&b| f(self.convert(u64::from(b))))
-                .collect(),
-            2 => data[..count * 2]
-                .chunks_exact(2)
-                .map(|c| f(self.convert(u64::from(u16::from_le_bytes([c[0], c[1]])))))
-                .collect(),
-            _ => data[..count * 4]
-                .chunks_exact(4)
-                .map(|c| f(self.convert(u64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]])))))
-                .collect(),
+            1 => {
+                for (o, &b) in out.iter_mut().zip(&data[..count]) {
+                    *o = f(self.convert(u64::from(b)));
+                }
+            }
+            2 => {
+                for (o, c) in out.iter_mut().zip(data[..count * 2].chunks_exact(2)) {
+                    *o = f(self.convert(u64::from(u16::from_le_bytes([c[0], c[1]]))));
+                }
+            }
+            _ => {
+                for (o, c) in out.iter_mut().zip(data[..count * 4].chunks_exact(4)) {
+                    *o = f(self.convert(u64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]]))));
+                }
+            }
         }
+        out
     }
 
     /// The range of values this sampler can produce.
