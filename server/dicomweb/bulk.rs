@@ -261,10 +261,7 @@ pub async fn frames(
         series: Some(series),
         sop: Some(sop),
     };
-    let (st, who, target) = (state.clone(), principal.clone(), t.clone());
-    let rec = web::block(move || wado::locate(&st, &who, &target))
-        .await??
-        .remove(0);
+    let rec = wado::locate_instance(&state, &principal, &t).await?;
     match &rec.frames {
         FrameAccess::None => {
             return Err(Error::NotFound(format!(
@@ -463,10 +460,7 @@ pub async fn bulkdata_path(
     let ranges = star_type_as_octet(&ranges);
     let chosen = media::negotiate(&ranges, &offers)?;
     wado::require_audit(&state)?;
-    let (st, who, target) = (state.clone(), principal.clone(), t.clone());
-    let rec = web::block(move || wado::locate(&st, &who, &target))
-        .await??
-        .remove(0);
+    let rec = wado::locate_instance(&state, &principal, &t).await?;
     let file = state.store.blobs.path(&rec.blob);
     let b2 = bulk.clone();
     let bytes = web::block(move || element_bytes(&file, &b2))

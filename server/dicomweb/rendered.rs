@@ -138,10 +138,7 @@ async fn respond(
 
     // An instance may be a video or a document: those have their own media types.
     if t.sop.is_some() && kind == Kind::Rendered && frames.is_none() {
-        let (st, who, target) = (state.clone(), principal.clone(), t.clone());
-        let rec = web::block(move || wado::locate(&st, &who, &target))
-            .await??
-            .remove(0);
+        let rec = wado::locate_instance(&state, &principal, &t).await?;
         if transcode::is_video(&rec.transfer_syntax) || is_document(&rec) {
             return stored_media(&state, &principal, &ranges, rec).await;
         }

@@ -140,6 +140,19 @@ pub fn locate(state: &AppState, principal: &Principal, t: &Target) -> Result<Vec
     Ok(out)
 }
 
+/// The one instance a target naming a SOP Instance UID addresses, after the access policy
+/// (404 otherwise, never an empty answer); the index read runs on the blocking pool.
+pub async fn locate_instance(
+    state: &web::Data<AppState>,
+    principal: &Principal,
+    t: &Target,
+) -> Result<InstanceRecord> {
+    debug_assert!(t.sop.is_some(), "locate_instance needs a SOP Instance UID");
+    let (st, who, target) = (state.clone(), principal.clone(), t.clone());
+    let mut recs = web::block(move || locate(&st, &who, &target)).await??;
+    Ok(recs.swap_remove(0))
+}
+
 /// Like [`locate`], for responses that need only identities and versions (metadata): reads
 /// [`InstanceRef`]s, same order, same access policy. Blocking.
 pub fn locate_refs(

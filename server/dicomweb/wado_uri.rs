@@ -296,13 +296,7 @@ pub async fn retrieve(
         series: Some(series),
         sop: Some(sop),
     };
-    let (st, who, target) = (state.clone(), principal.clone(), t.clone());
-    // sled reads: blocking.
-    let rec = web::block(move || wado::locate(&st, &who, &target))
-        .await??
-        .into_iter()
-        .next()
-        .ok_or_else(|| Error::NotFound("object not found".into()))?;
+    let rec = wado::locate_instance(&state, &principal, &t).await?;
     if media_type == DICOM {
         return dicom(&state, &principal, rec, transfer_syntax.as_deref());
     }
