@@ -26,7 +26,9 @@ use serde_json::{Value as Json, json};
 
 mod common;
 use common::CtSpec;
-use common::server::{Res, ServerGuard, dd_rate, proc_status_kib, static_server, target_dir};
+use common::server::{
+    Res, ServerGuard, dd_rate, env_usize, proc_status_kib, static_server, target_dir, terminate,
+};
 
 const PATIENTS: [(&str, &str, &str); 2] = [
     ("BENCH^ALICE", "BENCH-A", "F"),
@@ -100,16 +102,6 @@ fn install_signal_handlers() {
 // ---------------------------------------------------------------------------------------------
 // Settings
 // ---------------------------------------------------------------------------------------------
-
-fn env_usize(name: &str, default: usize) -> Res<usize> {
-    match std::env::var(name) {
-        Ok(v) => match v.trim().replace('_', "").parse::<usize>() {
-            Ok(n) if n > 0 => Ok(n),
-            _ => Err(format!("{name}={v:?}: expected a positive integer")),
-        },
-        Err(_) => Ok(default),
-    }
-}
 
 #[derive(Clone, Debug)]
 struct Knobs {
@@ -538,25 +530,7 @@ impl OrthancGuard {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        // SAFETY: kill(2) on the PID of a child we spawned and have not reaped yet.
-        unsafe {
-            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match child.try_wait() {
-                Ok(Some(_)) => break,
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                _ => {
-                    eprintln!("compare: Orthanc did not stop within 30 s of SIGTERM: killing it");
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-            }
-        }
+        terminate(&mut child, "Orthanc");
         ORTHANC_PID.store(0, Ordering::SeqCst);
     }
 }

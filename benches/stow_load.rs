@@ -19,7 +19,9 @@ use serde_json::json;
 
 mod common;
 use common::CtSpec;
-use common::server::{ServerGuard, dd_rate, proc_cpu, proc_io, server_binary, target_dir};
+use common::server::{
+    Res, ServerGuard, dd_rate, env_usize, proc_cpu, proc_io, server_binary, target_dir,
+};
 
 const PATIENTS: usize = 2;
 const STUDIES_PER_PATIENT: usize = 3;
@@ -30,7 +32,6 @@ const TARGET_RATIO: f64 = 0.85;
 const REFERENCE: &str = "Orthanc 1.10.1 + DICOMweb 1.7: 79 MB/s (150 instances/s)";
 const DD_MIB: u64 = 1024;
 
-type Res<T> = Result<T, String>;
 /// A request number and its multipart body.
 type Job = (usize, Vec<u8>);
 
@@ -50,16 +51,6 @@ struct Knobs {
     instances: usize,
     clients: usize,
     per_request: usize,
-}
-
-fn env_usize(name: &str, default: usize) -> Res<usize> {
-    match std::env::var(name) {
-        Ok(v) => match v.trim().parse::<usize>() {
-            Ok(n) if n > 0 => Ok(n),
-            _ => Err(format!("{name}={v:?}: expected a positive integer")),
-        },
-        Err(_) => Ok(default),
-    }
 }
 
 /// Returns Ok(true) when every request succeeded.

@@ -24,10 +24,9 @@ use serde_json::{Value as Json, json};
 mod common;
 use common::CtSpec;
 use common::server::{
-    ServerGuard, proc_cpu, proc_io, proc_status_kib, server_binary, static_server, target_dir,
+    Res, ServerGuard, env_usize, proc_cpu, proc_io, proc_status_kib, server_binary, static_server,
+    target_dir,
 };
-
-type Res<T> = Result<T, String>;
 
 const BOUNDARY: &str = "lightbox-wado-bench-3b9d0f6c1e2a4857";
 const ACCEPT_STUDY_ANY: &str = "multipart/related; type=\"application/dicom\"; transfer-syntax=*";
@@ -59,16 +58,6 @@ fn main() -> ExitCode {
             eprintln!("wado: {e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-fn env_usize(name: &str, default: usize) -> Res<usize> {
-    match std::env::var(name) {
-        Ok(v) => match v.trim().replace('_', "").parse::<usize>() {
-            Ok(n) if n > 0 => Ok(n),
-            _ => Err(format!("{name}={v:?}: expected a positive integer")),
-        },
-        Err(_) => Ok(default),
     }
 }
 

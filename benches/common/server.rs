@@ -10,7 +10,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value as Json, json};
@@ -19,6 +19,40 @@ pub type Res<T> = Result<T, String>;
 
 pub const BENCH_ADMIN_EMAIL: &str = "bench-admin@lightbox.local";
 pub const BENCH_ADMIN_PASSWORD: &str = "Bench-Quartz-Meadow-71";
+
+/// A positive integer setting from the environment (`_` allowed as a digit separator), else
+/// `default`.
+pub fn env_usize(name: &str, default: usize) -> Res<usize> {
+    match std::env::var(name) {
+        Ok(v) => match v.trim().replace('_', "").parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(format!("{name}={v:?}: expected a positive integer")),
+        },
+        Err(_) => Ok(default),
+    }
+}
+
+/// Stops a child process we spawned: SIGTERM, up to 30 s to exit, then SIGKILL. Returns its
+/// exit status when it stopped by itself. `what` names it in the message about the kill.
+pub fn terminate(child: &mut Child, what: &str) -> Option<ExitStatus> {
+    // SAFETY: plain kill(2) on the PID of a child we spawned and have not reaped yet.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                eprintln!("bench: {what} did not stop within 30 s of SIGTERM: killing it");
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+}
 
 /// Cargo's target directory (`CARGO_TARGET_DIR`, else `target/` in the repository).
 pub fn target_dir() -> PathBuf {
@@ -149,30 +183,8 @@ impl ServerGuard {
 
     /// SIGTERM, wait up to 30 s, then SIGKILL.
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        // SAFETY: plain kill(2) on the PID of a child we spawned and have not reaped yet.
-        unsafe {
-            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match child.try_wait() {
-                Ok(Some(status)) => {
-                    self.exit_code = status.code();
-                    return;
-                }
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                _ => {
-                    eprintln!("bench: the server did not stop within 30 s of SIGTERM: killing it");
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return;
-                }
-            }
+        if let Some(mut child) = self.child.take() {
+            self.exit_code = terminate(&mut child, "the server").and_then(|s| s.code());
         }
     }
 }
