@@ -218,28 +218,37 @@ fn stored_frame(path: &Path, frames: &[Frame], n: u32) -> std::result::Result<Ve
     }
 }
 
-/// The bytes of frame `n` in `mode`.
-fn frame_bytes(
+/// The bytes of frame `n` in `mode`. A frame that cannot be decoded is the decoder's error
+/// (406 with its reason when the response has not started); unreadable files are 500s.
+fn frame_bytes(path: &Path, rec: &InstanceRecord, n: u32, mode: &Mode) -> Result<Vec<u8>> {
+    let io = |detail: String| Error::Internal { detail };
+    match (&rec.frames, mode) {
+        (FrameAccess::Indexed(frames), Mode::Raw(_)) => stored_frame(path, frames, n).map_err(io),
+        (FrameAccess::Indexed(frames), Mode::Decode)
+            if transcode::is_native(&rec.transfer_syntax) =>
+        {
+            stored_frame(path, frames, n).map_err(io)
+        }
+        // Decoded exactly as for rendering (one decoder path): only this frame's fragments,
+        // the colour and bit-depth cases the codecs get wrong handled there.
+        (FrameAccess::Indexed(_), Mode::Decode) | (FrameAccess::DecodeOnRequest, _) => {
+            Ok(crate::render::pixels::decoded_samples(path, rec, n)?)
+        }
+        (FrameAccess::None, _) => Err(Error::NotFound("the instance has no pixel data".into())),
+        (FrameAccess::Unknown(why), _) => Err(Error::NotAcceptable(format!(
+            "the frames of this instance cannot be located: {why}"
+        ))),
+    }
+}
+
+/// [`frame_bytes`] for a part of a response already under way (its status is sent).
+fn frame_part(
     path: &Path,
     rec: &InstanceRecord,
     n: u32,
     mode: &Mode,
 ) -> std::result::Result<Vec<u8>, String> {
-    match (&rec.frames, mode) {
-        (FrameAccess::Indexed(frames), Mode::Raw(_)) => stored_frame(path, frames, n),
-        (FrameAccess::Indexed(frames), Mode::Decode)
-            if transcode::is_native(&rec.transfer_syntax) =>
-        {
-            stored_frame(path, frames, n)
-        }
-        // Decoded exactly as for rendering (one decoder path): only this frame's fragments,
-        // the colour and bit-depth cases the codecs get wrong handled there.
-        (FrameAccess::Indexed(_), Mode::Decode) | (FrameAccess::DecodeOnRequest, _) => {
-            crate::render::pixels::decoded_samples(path, rec, n).map_err(|e| e.to_string())
-        }
-        (FrameAccess::None, _) => Err("the instance has no pixel data".into()),
-        (FrameAccess::Unknown(why), _) => Err(format!("frames cannot be located: {why}")),
-    }
+    frame_bytes(path, rec, n, mode).map_err(|e| e.to_string())
 }
 
 /// `GET .../instances/{instance}/frames/{frames}`
@@ -304,9 +313,7 @@ pub async fn frames(
     let url = wado::instance_url(&base, &rec);
     if !multipart {
         let n = numbers[0];
-        let body = web::block(move || frame_bytes(&file, &rec, n, &mode))
-            .await?
-            .map_err(|e| Error::Internal { detail: e })?;
+        let body = web::block(move || frame_bytes(&file, &rec, n, &mode)).await??;
         return Ok(HttpResponse::Ok()
             .content_type(content_type)
             .insert_header((header::CONTENT_LOCATION, format!("{url}/frames/{n}")))
@@ -321,7 +328,7 @@ pub async fn frames(
                 headers: format!(
                     "Content-Type: {content_type}\r\nContent-Location: {url}/frames/{n}\r\n"
                 ),
-                body: PartBody::Lazy(Box::new(move || frame_bytes(&file, &rec, n, &mode))),
+                body: PartBody::Lazy(Box::new(move || frame_part(&file, &rec, n, &mode))),
             }
         })
         .collect();
@@ -545,7 +552,7 @@ fn pixel_parts(state: &AppState, recs: Vec<InstanceRecord>, base: &str, decode: 
                     body: PartBody::Lazy(Box::new(move || {
                         let mut all = Vec::new();
                         for n in 1..=rec2.number_of_frames() {
-                            all.extend(frame_bytes(&file, &rec2, n, &Mode::Raw(String::new()))?);
+                            all.extend(frame_part(&file, &rec2, n, &Mode::Raw(String::new()))?);
                         }
                         Ok(all)
                     })),
@@ -573,7 +580,7 @@ fn pixel_parts(state: &AppState, recs: Vec<InstanceRecord>, base: &str, decode: 
                         headers: format!(
                             "Content-Type: {ct}\r\nContent-Location: {url}/frames/{n}\r\n"
                         ),
-                        body: PartBody::Lazy(Box::new(move || frame_bytes(&file, &rec2, n, &mode))),
+                        body: PartBody::Lazy(Box::new(move || frame_part(&file, &rec2, n, &mode))),
                     });
                 }
             }
@@ -666,15 +673,14 @@ async fn pixeldata(
         let file = state.store.blobs.path(&rec.blob);
         let location = format!("{}/bulkdata/7FE00010", wado::instance_url(&base, &rec));
         let r2 = rec.clone();
-        let bytes = web::block(move || -> std::result::Result<Vec<u8>, String> {
+        let bytes = web::block(move || -> Result<Vec<u8>> {
             let mut all = Vec::new();
             for n in 1..=r2.number_of_frames() {
                 all.extend(frame_bytes(&file, &r2, n, &Mode::Raw(String::new()))?);
             }
             Ok(all)
         })
-        .await?
-        .map_err(|e| Error::Internal { detail: e })?;
+        .await??;
         return single_with_range(
             &req,
             bytes,

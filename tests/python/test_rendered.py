@@ -1589,3 +1589,29 @@ def test_12bit_jpeg_colour_ybr_matches_dcmtk(srv, tmp_path):
     nat = _retrieved_native(srv, jpg)
     assert nat.PhotometricInterpretation == "RGB"
     _close_12bit(frame_array(nat, 1), exp, "colour retrieved native", max_tol=3, mean_tol=0.5)
+
+
+def test_12bit_jpeg_that_cannot_be_decoded_is_refused_with_a_message(srv, tmp_path):
+    """A 12-bit JPEG whose frame header is broken (precision 7): 406 with the decoder's reason
+    on /rendered, and on a decoded frame; the server stays up and the stored file is intact."""
+    px = np.clip(_ramp(32, 40, 0, 4095), 0, 4095).astype(np.uint16)
+    jpg = _dcmcjpeg_12bit(tmp_path, new_ds(pixels=px, bits_allocated=16, bits_stored=12))
+    from pydicom.encaps import generate_frames
+    frag = bytearray(next(generate_frames(jpg.PixelData, number_of_frames=1)))
+    sof = frag.find(b"\xff\xc1")
+    assert sof > 0, "an extended (SOF1) frame header"
+    frag[sof + 4] = 7  # sample precision
+    jpg.PixelData = encapsulate([bytes(frag)])
+    raw = to_bytes_as_is(jpg)
+    stow_ok(srv, [raw])
+    r = get(srv, inst_path(jpg) + "/rendered", accept="image/jpeg")
+    assert r.status_code == 406, r.status_code
+    assert "12-bit JPEG" in r.json()["message"] and "precision 7" in r.json()["message"], r.text
+    r = get(srv, inst_path(jpg) + "/frames/1", accept="application/octet-stream")
+    assert r.status_code == 406, (r.status_code, r.text[:300])
+    assert "precision 7" in r.json()["message"], r.text
+    # As stored: byte for byte what was sent; the server still answers.
+    r = get(srv, inst_path(jpg), accept='multipart/related; type="application/dicom"; transfer-syntax=*')
+    assert r.status_code == 200
+    (_, body), = parse_multipart(r)
+    assert pydicom.dcmread(io.BytesIO(body)).PixelData == jpg.PixelData
