@@ -67,6 +67,27 @@ def test_change_password(server, page_factory, sign_in):
     assert r.status_code in (401, 429), r.text
 
 
+def test_a_page_still_loading_never_replaces_the_next_one(server, page_factory, sign_in):
+    """Leave "My studies" while its list is still loading (the API answer held back 1.5 s) for
+    the password page: when the list arrives it must not be drawn over the password page."""
+    email = "quick.clicker@example.org"
+    server.register(email, PASSWORD)
+    page = page_factory()
+    # In the page: the study list's API answers arrive 1.5 s late.
+    page.add_init_script(
+        "const f = window.fetch; window.fetch = (u, o) => String(u).includes('/api/studies')"
+        " ? new Promise((r) => setTimeout(r, 1500)).then(() => f(u, o)) : f(u, o);")
+    sign_in(page, server.url, email, PASSWORD)  # lands on My studies, still loading
+    assert page.evaluate("() => location.hash") == "#/studies"
+    page.goto(f"{server.url}/#/password")
+    page.get_by_label("Repeat the new password").wait_for()
+    page.wait_for_timeout(2500)  # the held-back list has arrived by now
+    assert page.get_by_label("Repeat the new password").is_visible()
+    assert page.get_by_role("heading", level=1).inner_text() == "Change password"
+    assert page.title().startswith("Change password"), page.title()
+    assert page.lightbox_errors == [], page.lightbox_errors
+
+
 # Last in this module: it leaves the address throttled for the module's server.
 def test_wrong_credentials_then_throttled(server, page_factory, shot):
     email = "throttle.me@example.org"

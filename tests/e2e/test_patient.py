@@ -166,10 +166,14 @@ def test_patient_journey(server, ct, page_factory, sign_in, shot, tmp_path):
     no_xss(page)
     check_page(page, "study")
 
-    # Prefetch: the next images were requested before they are shown.
-    requested = page.evaluate("() => performance.getEntriesByType('resource').map(e => e.name)")
-    ahead = [s for s in ct["sops"][1:6] if any(s in u and "/rendered" in u for u in requested)]
-    assert len(ahead) == 5, f"prefetched {len(ahead)} of the next 5"
+    # Prefetch: the next images are requested before they are shown (with no input from the
+    # user). A resource entry appears when its response has ended, so wait for them.
+    page.wait_for_function(
+        "sops => { const names = performance.getEntriesByType('resource').map(e => e.name);"
+        " return sops.every(s => names.some(u => u.includes(s) && u.includes('/rendered'))); }",
+        arg=ct["sops"][1:6])
+    assert page.evaluate("() => document.querySelector('[data-testid=viewer-counter]').textContent") \
+        == f"1 / {SLICES}", "still on the first image"
 
     # Keyboard: the stage follows the series strip in the tab order, with a visible focus ring.
     stage = page.locator("[data-testid=viewer-stage]")

@@ -98,14 +98,18 @@ async function route() {
     history.replaceState(null, '', hash);
   }
   renderNav();
+  // Each navigation renders into a view of its own: a page still loading for an earlier
+  // navigation then finishes into a view that has left the document, never over this page.
+  const view = h('div', { class: 'view' });
+  mount(main, view);
   const found = match(hash);
   if (!found) {
-    mount(main, h('h1', {}, 'Page not found'), h('p', {}, h('a', { href: home(state.me) }, 'Go to the start page')));
+    mount(view, h('h1', {}, 'Page not found'), h('p', {}, h('a', { href: home(state.me) }, 'Go to the start page')));
     return;
   }
   const ctx = { me: state.me, refresh: async () => { await loadMe(); renderNav(); return state.me; }, go };
   try {
-    await found.render(main, found.params, ctx);
+    await found.render(view, found.params, ctx);
   } catch (e) {
     if (e instanceof ApiError && e.status === 401) {
       state.me = null;
@@ -113,7 +117,8 @@ async function route() {
       go('#/signin');
       return;
     }
-    mount(main, h('h1', {}, 'Something went wrong'), h('p', { class: 'error', attrs: { role: 'alert' } }, e.message || String(e)));
+    if (!view.isConnected) return; // a page left before it failed
+    mount(view, h('h1', {}, 'Something went wrong'), h('p', { class: 'error', attrs: { role: 'alert' } }, e.message || String(e)));
   }
 }
 

@@ -70,7 +70,7 @@ export function toast(message, kind = 'info') {
 
 /** Page heading + focus management: moves focus to the heading for screen readers. */
 export function page(main, title, ...children) {
-  document.title = `${title} · Lightbox`;
+  if (main.isConnected) document.title = `${title} · Lightbox`; // not for a page left while loading
   const h1 = h('h1', { attrs: { tabindex: '-1' } }, title);
   mount(main, h1, ...children);
   h1.focus({ preventScroll: true });
