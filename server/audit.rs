@@ -868,10 +868,19 @@ mod tests {
         let head = log.head();
         drop(log);
         drop(db);
-        let db = sled::Config::new()
-            .path(dir.path().join("db"))
-            .open()
-            .unwrap();
+        // sled's background flusher holds the database (and its file lock) for a moment after
+        // the last handle is dropped: retry the open for a while instead of failing on it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let db = loop {
+            match sled::Config::new().path(dir.path().join("db")).open() {
+                Ok(db) => break db,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    assert!(e.to_string().contains("could not acquire lock"), "{e}");
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("reopen: {e}"),
+            }
+        };
         let log = AuditLog::open(&db).unwrap();
         assert_eq!(log.head(), head);
         log.append_batch(vec![ev(3, "u1", event::DELETE, &[])])
